@@ -1,0 +1,79 @@
+"""amigo_magic: chat and image models inside Jupyter.
+
+``%load_ext amigo_magic`` registers the magics; the HTTP stack and widgets load on first use, so
+the public names below are imported lazily (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AmigoError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AppVersionError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    UnknownModelError,
+)
+
+if TYPE_CHECKING:
+    from .protocol import Message
+    from .provider import AmigoChat, ImageResponse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmigoChat",
+    "AmigoError",
+    "AppVersionError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "ImageResponse",
+    "InvalidResponseError",
+    "Message",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ServerError",
+    "StreamError",
+    "UnknownModelError",
+    "__version__",
+]
+
+_LAZY = {
+    "AmigoChat": ".provider",
+    "ImageResponse": ".provider",
+    "Message": ".protocol",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amigo_magic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,382 @@
+"""HTTP plumbing shared by the HTTP backends: one pooled ``httpx.AsyncClient``, the retry policy,
+the status → error mapping, and SSE/JSON reading that always closes the response.
+
+Retries happen only for failures that can succeed on a second try — connect errors, timeouts
+and dropped connections before any content, 408/429/5xx — and never once an event has been
+handed to the caller: a stream that fails half-way raises, it is not sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from .config import Settings
+from .errors import (
+    AmigoError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    InvalidResponseError,
+    RateLimitError,
+    StreamError,
+    error_for_status,
+)
+from .protocol import (
+    Event,
+    Finish,
+    StreamWarning,
+    error_message_from_body,
+    parse_chunk,
+    parse_completion,
+)
+from .sse import SSEDecoder
+
+__all__ = ["HTTPClient"]
+
+log = logging.getLogger("amigo_magic.http")
+
+T = TypeVar("T")
+Consume = Callable[[httpx.Response], AsyncIterator[T]]
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_ERROR_BODY_LIMIT = 64 * 1024
+_JSON_BODY_LIMIT = 64 * 1024 * 1024
+
+
+class HTTPClient:
+    """Owns one ``httpx.AsyncClient`` for its life; :meth:`aclose` releases it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        t = settings.timeouts
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect),
+            proxy=settings.proxy,
+            transport=transport,
+            follow_redirects=False,  # an API that redirects a POST is misconfigured: say so
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def build(
+        self,
+        url: str,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        *,
+        timeout: float | None = None,
+    ) -> httpx.Request:
+        """A POST of ``body`` as JSON; ``timeout`` replaces the read timeout (image calls)."""
+        extensions = {}
+        if timeout is not None:
+            t = self.settings.timeouts
+            extensions["timeout"] = httpx.Timeout(
+                connect=t.connect, read=timeout, write=t.write, pool=t.connect
+            ).as_dict()
+        request = self._client.build_request(
+            "POST", url, content=json.dumps(body).encode(), headers=headers, extensions=extensions
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("POST %s headers=%s", url, self._redact(dict(request.headers)))
+        return request
+
+    async def stream_events(self, build: Callable[[], httpx.Request]) -> AsyncIterator[Event]:
+        """Events of a streamed chat answer (SSE, or a whole JSON reply if the server sent one)."""
+        async for event in self._attempts(build, self._read_events):
+            yield event
+
+    async def post_json(self, build: Callable[[], httpx.Request]) -> Any:
+        """The parsed JSON body of a successful POST."""
+        async for payload in self._attempts(build, self._read_json):
+            return payload
+        raise InvalidResponseError(f"{self.service} sent an empty reply.", service=self.service)
+
+    async def get(self, url: str, *, limit: int, timeout: float) -> httpx.Response:
+        """A bounded GET (no retries, no redirects): the caller checks status and type."""
+        request = self._client.build_request("GET", url, timeout=timeout)
+        response = await self._client.send(request, stream=True)
+        try:
+            body = bytearray()
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) > limit:
+                    break
+            response._content = bytes(body)
+        finally:
+            await response.aclose()
+        return response
+
+    # -- the retry loop -------------------------------------------------------------------
+
+    async def _attempts(
+        self, build: Callable[[], httpx.Request], consume: Consume[T]
+    ) -> AsyncIterator[T]:
+        policy = self.settings.retry
+        failures: list[str] = []
+        for attempt in range(1, policy.attempts + 1):
+            request = build()
+            delivered = False
+            retryable = False
+            wait: float | None = None
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                error: APIError = self._transport_error(exc, request, started=False)
+                retryable = not isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL))
+            else:
+                try:
+                    if response.status_code in (200, 201):
+                        async for item in consume(response):
+                            delivered = True
+                            yield item
+                        return
+                    error = await self._status_error(response)
+                    retryable = response.status_code in RETRYABLE_STATUSES
+                    if isinstance(error, RateLimitError):
+                        wait = error.retry_after
+                except httpx.HTTPError as exc:
+                    error = self._transport_error(exc, request, started=True)
+                    if delivered:
+                        raise error.with_attempts([*failures, _brief(error)]) from exc
+                    retryable = True
+                except AmigoError:
+                    raise  # in-band errors and unreadable replies: the server has spoken
+                finally:
+                    await response.aclose()
+            failures.append(_brief(error))
+            if not retryable or attempt == policy.attempts:
+                raise error.with_attempts(failures)
+            if wait is not None and wait > policy.max_retry_after:
+                raise error.with_attempts(failures)  # the message names the wait
+            delay = (
+                wait if wait is not None else _backoff(policy.backoff, policy.max_backoff, attempt)
+            )
+            log.info(
+                "%s attempt %d failed (%s); retrying in %.2f s",
+                self.service,
+                attempt,
+                failures[-1],
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    # -- reading success bodies -------------------------------------------------------------
+
+    async def _read_events(self, response: httpx.Response) -> AsyncIterator[Event]:
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            # Asked for a stream, got a whole answer: read it, don't lose it.
+            for event in parse_completion(await self._json_body(response)):
+                yield event
+            return
+        decoder = SSEDecoder()
+        ended = False
+        finished = False
+        malformed = 0
+        async for chunk in response.aiter_bytes():
+            for sse in decoder.feed(chunk):
+                if sse.data == "[DONE]":
+                    ended = True
+                    break
+                events, bad = _parse_data(sse.data)
+                malformed += bad
+                for event in events:
+                    if type(event) is Finish:
+                        finished = True
+                    yield event
+            if ended:
+                break
+        if not ended:
+            for sse in decoder.close():
+                if sse.data == "[DONE]":
+                    ended = True
+                    continue
+                events, bad = _parse_data(sse.data)
+                malformed += bad
+                for event in events:
+                    finished = finished or type(event) is Finish
+                    yield event
+        if malformed:
+            yield StreamWarning(
+                f"{malformed} malformed chunk{'s' if malformed > 1 else ''} from {self.service} "
+                "skipped; the answer may miss a few words."
+            )
+        if not ended and not finished:
+            raise StreamError(
+                f"{self.service} ended the answer without its end marker: it may be cut off. "
+                "Run the cell again for a complete answer.",
+                service=self.service,
+            )
+
+    async def _read_json(self, response: httpx.Response) -> AsyncIterator[Any]:
+        yield await self._json_body(response)
+
+    async def _json_body(self, response: httpx.Response) -> Any:
+        body = bytearray()
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) > _JSON_BODY_LIMIT:
+                raise InvalidResponseError(
+                    f"{self.service} sent a reply over {_JSON_BODY_LIMIT >> 20} MB; refusing it.",
+                    service=self.service,
+                )
+        try:
+            return json.loads(body)
+        except ValueError:
+            words, _ = error_message_from_body(
+                bytes(body), response.headers.get("content-type", "")
+            )
+            raise InvalidResponseError(
+                f"{self.service} answered {response.status_code} with a body that is not JSON "
+                f'("{self._redact_text(words)}"). Check the base URL points at the API.',
+                service=self.service,
+            ) from None
+
+    # -- errors ------------------------------------------------------------------------------
+
+    async def _status_error(self, response: httpx.Response) -> APIStatusError:
+        body = bytearray()
+        async for part in response.aiter_bytes():
+            body += part
+            if len(body) >= _ERROR_BODY_LIMIT:
+                break
+        words, cloudflare = error_message_from_body(
+            bytes(body), response.headers.get("content-type", "")
+        )
+        words = self._redact_text(words)
+        status = response.status_code
+        if 300 <= status < 400:
+            location = response.headers.get("location", "?")
+            return APIStatusError(
+                f"{self.service} redirected the request ({status}) to {location}. Set the base "
+                "URL to the address the API really answers at.",
+                status=status,
+                server_message=words,
+                service=self.service,
+            )
+        return error_for_status(
+            status,
+            words,
+            service=self.service,
+            endpoint=str(response.request.url),
+            retry_after=_retry_after(response.headers.get("retry-after")),
+            cloudflare=cloudflare,
+            device_version=self.settings.device_version,
+        )
+
+    def _transport_error(
+        self, exc: httpx.HTTPError, request: httpx.Request, *, started: bool
+    ) -> APIError:
+        where = f"{request.url.scheme}://{request.url.netloc.decode()}"
+        t = self.settings.timeouts
+        service = self.service
+        if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+            return APIConnectionError(
+                f"The URL {request.url} cannot be used ({exc}). Fix the base URL.", service=service
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return APITimeoutError(
+                f"{service} at {where} did not accept a connection within {t.connect:g} s. "
+                "Check the network and the base URL.",
+                service=service,
+            )
+        if isinstance(exc, (httpx.ReadTimeout, httpx.PoolTimeout, httpx.WriteTimeout)):
+            if started:
+                return StreamError(
+                    f"{service} stopped sending in the middle of the answer (no data for "
+                    f"{t.read:g} s); the text so far is kept. Run the cell again.",
+                    service=service,
+                )
+            return APITimeoutError(
+                f"{service} at {where} sent nothing for {t.read:g} s. The server may be "
+                "overloaded; try again, or raise the read timeout.",
+                service=service,
+            )
+        if started:
+            return StreamError(
+                f"The connection to {service} broke in the middle of the answer "
+                f"({_reason(exc)}); the text so far is kept. Run the cell again.",
+                service=service,
+            )
+        return APIConnectionError(
+            f"Could not connect to {service} at {where}: {_reason(exc)}. Check the base URL "
+            "(AMIGO_BASE_URL), the proxy and the network.",
+            service=service,
+        )
+
+    def _redact(self, headers: dict[str, str]) -> dict[str, str]:
+        return {
+            k: ("Bearer ***" if k.lower() == "authorization" else v) for k, v in headers.items()
+        }
+
+    def _redact_text(self, text: str) -> str:
+        key = self.settings.api_key
+        return text.replace(key.reveal(), "***") if key and key.reveal() else text
+
+
+def _parse_data(data: str) -> tuple[list[Event], int]:
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return [], 1
+    return parse_chunk(payload), 0
+
+
+def _brief(error: APIError) -> str:
+    if isinstance(error, APIStatusError):
+        return error.short
+    return error.message.split(". ")[0]
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "connection refused" in lowered or "errno 111" in lowered:
+        return "connection refused"
+    if (
+        "name or service not known" in lowered
+        or "nodename nor servname" in lowered
+        or ("name resolution" in lowered)
+        or "errno -2" in lowered
+        or "errno -3" in lowered
+        or "getaddrinfo" in lowered
+    ):
+        return "the host name could not be resolved (DNS)"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection"
+    return " ".join(text.split())[:160]
+
+
+def _backoff(base: float, cap: float, attempt: int) -> float:
+    return min(cap, base * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

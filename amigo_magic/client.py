@@ -13,6 +13,7 @@ import email.utils
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
@@ -155,13 +156,13 @@ class HTTPClient:
                 except httpx.HTTPError as exc:
                     error = self._transport_error(exc, request, started=True)
                     if delivered:
-                        raise error.with_attempts([*failures, _brief(error)]) from exc
+                        raise error.with_attempts([*failures, error.short]) from exc
                     retryable = True
                 except AmigoError:
                     raise  # in-band errors and unreadable replies: the server has spoken
                 finally:
                     await response.aclose()
-            failures.append(_brief(error))
+            failures.append(error.short)
             if not retryable or attempt == policy.attempts:
                 raise error.with_attempts(failures)
             if wait is not None and wait > policy.max_retry_after:
@@ -297,6 +298,7 @@ class HTTPClient:
                 f"{service} at {where} did not accept a connection within {t.connect:g} s. "
                 "Check the network and the base URL.",
                 service=service,
+                short="connect timeout",
             )
         if isinstance(exc, (httpx.ReadTimeout, httpx.PoolTimeout, httpx.WriteTimeout)):
             if started:
@@ -309,6 +311,7 @@ class HTTPClient:
                 f"{service} at {where} sent nothing for {t.read:g} s. The server may be "
                 "overloaded; try again, or raise the read timeout.",
                 service=service,
+                short=f"no answer within {t.read:g} s",
             )
         if started:
             return StreamError(
@@ -320,6 +323,7 @@ class HTTPClient:
             f"Could not connect to {service} at {where}: {_reason(exc)}. Check the base URL "
             "(AMIGO_BASE_URL), the proxy and the network.",
             service=service,
+            short=_reason(exc),
         )
 
     def _redact(self, headers: dict[str, str]) -> dict[str, str]:
@@ -340,29 +344,26 @@ def _parse_data(data: str) -> tuple[list[Event], int]:
     return parse_chunk(payload), 0
 
 
-def _brief(error: APIError) -> str:
-    if isinstance(error, APIStatusError):
-        return error.short
-    return error.message.split(". ")[0]
-
-
 def _reason(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    lowered = text.lower()
-    if "connection refused" in lowered or "errno 111" in lowered:
+    """A few words for a transport failure, from the deepest cause that says something."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for error in reversed(chain):
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, socket.gaierror):
+            return "the host name could not be resolved (DNS)"
+    text = " ".join(str(e) for e in chain).lower()
+    if "connection refused" in text or "errno 111" in text:
         return "connection refused"
-    if (
-        "name or service not known" in lowered
-        or "nodename nor servname" in lowered
-        or ("name resolution" in lowered)
-        or "errno -2" in lowered
-        or "errno -3" in lowered
-        or "getaddrinfo" in lowered
-    ):
+    if "name or service not known" in text or "name resolution" in text:
         return "the host name could not be resolved (DNS)"
     if isinstance(exc, httpx.RemoteProtocolError):
         return "the server closed the connection"
-    return " ".join(text.split())[:160]
+    return " ".join((str(exc) or type(exc).__name__).split())[:160]
 
 
 def _backoff(base: float, cap: float, attempt: int) -> float:

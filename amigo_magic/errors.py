@@ -94,17 +94,27 @@ class UnknownModelError(ConfigError, ValueError):
 class APIError(AmigoError):
     """A request to a model server failed. ``attempts`` lists every try, oldest first."""
 
-    def __init__(self, message: str, *, service: str = "AmigoChat") -> None:
+    def __init__(self, message: str, *, service: str = "AmigoChat", short: str = "") -> None:
         super().__init__(message)
         self.service = service
+        self._short = short
         self.attempts: tuple[str, ...] = ()
+
+    @property
+    def short(self) -> str:
+        """A few words for the list of attempts."""
+        return self._short or self.message
 
     def with_attempts(self, attempts: Sequence[str]) -> APIError:
         """Record every attempt's failure in the message when there was more than one."""
         self.attempts = tuple(attempts)
-        if len(self.attempts) > 1:
-            listed = "; ".join(f"{i}: {a}" for i, a in enumerate(self.attempts, 1))
-            self.message = f"{self.message} [{len(self.attempts)} attempts — {listed}]"
+        count = len(self.attempts)
+        if count > 1:
+            if len(set(self.attempts)) == 1:
+                listed = f"all: {self.attempts[0]}"
+            else:
+                listed = "; ".join(f"{i}: {a}" for i, a in enumerate(self.attempts, 1))
+            self.message = f"{self.message} [{count} attempts — {listed}]"
             self.args = (self.message,)
         return self
 

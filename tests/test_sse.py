@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from amigo_magic.sse import SSEDecoder, ServerSentEvent
+from amigo_magic.sse import ServerSentEvent, SSEDecoder
 
 
 def decode(*chunks: bytes) -> list[ServerSentEvent]:
@@ -20,7 +20,7 @@ def bytewise(data: bytes) -> list[bytes]:
 
 
 def test_basic() -> None:
-    assert decode(b"event: completion\ndata: {\"foo\":true}\n\n") == [
+    assert decode(b'event: completion\ndata: {"foo":true}\n\n') == [
         ServerSentEvent('{"foo":true}', "completion")
     ]
 
@@ -39,7 +39,7 @@ def test_multiple_events() -> None:
 
 
 def test_multiple_data_lines_join_with_newline() -> None:
-    assert decode(b"data: {\ndata: \"foo\":\ndata: true}\n\n")[0].data == '{\n"foo":\ntrue}'
+    assert decode(b'data: {\ndata: "foo":\ndata: true}\n\n')[0].data == '{\n"foo":\ntrue}'
 
 
 def test_json_escaped_double_newline() -> None:

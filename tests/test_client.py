@@ -1,0 +1,404 @@
+"""The AmigoChat backend against the loopback server: what goes on the wire, what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from collections.abc import Coroutine
+from contextlib import aclosing
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import pytest
+
+from amigo_magic.backends.amigo import AmigoBackend
+from amigo_magic.backends.base import ChatRequest, ImageRequest
+from amigo_magic.config import RetryPolicy, Settings, Timeouts
+from amigo_magic.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AppVersionError,
+    AuthenticationError,
+    BadRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+)
+from amigo_magic.protocol import Event, Finish, StreamWarning, TextDelta, Usage
+from tests.amigo_server import AmigoServer, Reply
+
+T = TypeVar("T")
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.05)
+HELLO = [{"role": "user", "content": "hello there"}]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def settings_for(server: AmigoServer, **changes: Any) -> Settings:
+    return Settings(base_url=server.base_url, retry=FAST).replace(**changes)
+
+
+async def collect(settings: Settings, request: ChatRequest) -> list[Event]:
+    backend = AmigoBackend(settings)
+    try:
+        async with aclosing(backend.chat(request)) as events:
+            return [event async for event in events]
+    finally:
+        await backend.aclose()
+
+
+def text_of(events: list[Event]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def chat(server: AmigoServer, model: str = "gpt-4o-mini", **changes: Any) -> list[Event]:
+    return run(collect(settings_for(server, **changes), ChatRequest(model, HELLO)))
+
+
+def test_headers_and_body_on_the_wire(server: AmigoServer) -> None:
+    chat(server, "claude")
+    chat(server, "claude")
+    first, second = server.requests
+    assert first.method == "POST"
+    assert first.path == "/v1/chat/completions"
+    h = first.headers
+    assert h["accept"] == "*/*"
+    assert h["accept-language"] == "en-US,en;q=0.9"
+    assert h["cache-control"] == h["pragma"] == "no-cache"
+    assert h["content-type"] == "application/json"
+    assert h["origin"] == h["referer"] == "https://amigochat.io/chat/"
+    assert "Chrome/" in h["user-agent"]
+    assert h["x-device-platform"] == "web"
+    assert h["x-device-language"] == "en-US"
+    assert h["x-device-version"] == "1.0.45"
+    assert h["authorization"] == "Bearer"  # anonymous, as the web app
+    assert UUID4.match(h["x-device-uuid"])
+    assert second.headers["x-device-uuid"] != h["x-device-uuid"]
+    body = first.json
+    assert sorted(body) == [
+        "chatId", "frequency_penalty", "max_tokens", "messages", "model", "personaId",
+        "presence_penalty", "stream", "temperature", "top_p",
+    ]  # fmt: skip
+    assert body["model"] == "claude-3-5-sonnet-20241022"
+    assert body["personaId"] == "clude-claude-3-5-sonnet-20241022"
+    assert body["messages"] == HELLO
+    assert body["stream"] is True
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.5, 0.95, 4000)
+    assert (body["frequency_penalty"], body["presence_penalty"]) == (0, 0)
+    assert UUID4.match(body["chatId"])
+    assert second.json["chatId"] != body["chatId"]
+
+
+def test_key_and_device_version_are_configurable() -> None:
+    with AmigoServer(api_key="sk-test-123", min_device_version="2.0.0") as server:
+        events = chat(server, api_key="sk-test-123", device_version="2.1.0")
+        assert text_of(events) == "Echo: hello there"
+        assert server.requests[0].headers["authorization"] == "Bearer sk-test-123"
+        assert server.requests[0].headers["x-device-version"] == "2.1.0"
+
+
+def test_streams_token_by_token(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["one ", "two ", "three"], delay=0.3))
+
+    async def timed() -> list[tuple[float, Event]]:
+        backend = AmigoBackend(settings_for(server))
+        start = time.monotonic()
+        try:
+            async with aclosing(backend.chat(ChatRequest("gpt", HELLO))) as events:
+                return [(time.monotonic() - start, e) async for e in events]
+        finally:
+            await backend.aclose()
+
+    arrivals = run(timed())
+    texts = [(t, e.text) for t, e in arrivals if isinstance(e, TextDelta)]
+    assert [text for _, text in texts] == ["one ", "two ", "three"]
+    # each piece arrives when the server sends it, not all at the end
+    assert texts[1][0] - texts[0][0] > 0.2
+    assert texts[2][0] - texts[1][0] > 0.2
+    assert Finish("stop") in [e for _, e in arrivals]
+    assert any(isinstance(e, Usage) and e.completion_tokens == 3 for _, e in arrivals)
+
+
+@pytest.mark.parametrize("status", [200, 201])
+def test_success_is_200_or_201(server: AmigoServer, status: int) -> None:
+    server.enqueue(Reply.stream("fine", status=status))
+    assert text_of(chat(server)) == "fine"
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_both_json_reply_shapes(server: AmigoServer, wrapped: bool) -> None:
+    server.enqueue(Reply.completion("a whole answer", wrapped=wrapped))
+    request = ChatRequest("gpt-4o-mini", HELLO, stream=False)
+    events = run(collect(settings_for(server), request))
+    assert text_of(events) == "a whole answer"
+    assert server.requests[0].json["stream"] is False
+
+
+def test_json_reply_to_a_stream_request_is_not_lost(server: AmigoServer) -> None:
+    server.enqueue(Reply.completion("json anyway"))
+    assert text_of(chat(server)) == "json anyway"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"split": 1, "line_ending": "\r\n"},
+        {"split": 3, "line_ending": "\r"},
+        {"keepalive_every": 1},
+        {"text_field": "text"},
+        {"batch": 7},
+    ],
+)
+def test_framing_variants_give_the_same_text(server: AmigoServer, options: dict[str, Any]) -> None:
+    text = "Привет, мир 🌍 — line\u2028separator and\nnewlines."
+    server.enqueue(Reply.stream(text, **options))
+    assert text_of(chat(server)) == text
+
+
+def test_images_by_url(server: AmigoServer) -> None:
+    server.enqueue(Reply.image(n=2))
+
+    async def go() -> Any:
+        backend = AmigoBackend(settings_for(server))
+        try:
+            return await backend.image(ImageRequest("flux", "a lighthouse at dusk"))
+        finally:
+            await backend.aclose()
+
+    result = run(go())
+    assert result.prompt == "a lighthouse at dusk"
+    assert result.model == "flux-pro/v1.1"
+    assert len(result.images) == 2
+    assert all(image.url and image.url.startswith(server.origin) for image in result.images)
+    body = server.requests[0].json
+    assert body == {"prompt": "a lighthouse at dusk", "model": "flux-pro/v1.1",
+                    "personaId": "flux-1-1-pro"}  # fmt: skip
+    assert server.requests[0].path == "/v1/images/generations"
+
+
+def test_images_by_b64(server: AmigoServer) -> None:
+    server.enqueue(Reply.image(b64=True))
+
+    async def go() -> Any:
+        backend = AmigoBackend(settings_for(server))
+        try:
+            return await backend.image(ImageRequest("dalle", "a cat"))
+        finally:
+            await backend.aclose()
+
+    (image,) = run(go()).images
+    assert image.url is None
+    assert base64.b64decode(image.b64_json or "").startswith(b"\x89PNG")
+
+
+def test_wrong_kind_of_model_is_a_config_error(server: AmigoServer) -> None:
+    with pytest.raises(APIError.__mro__[1], match="image model"):  # AmigoError
+        chat(server, "flux")
+    assert server.requests == []
+
+
+ERROR_CASES = [
+    (Reply.error(400, "bad messages"), BadRequestError, 'rejected the request (400 Bad Request: "bad messages")'),
+    (Reply.error(401, "Unauthorized"), AuthenticationError, "AMIGO_API_KEY"),
+    (Reply.error(403, "Forbidden"), PermissionDeniedError, "denied access (403 Forbidden)"),
+    (Reply.cloudflare(), PermissionDeniedError, "Cloudflare"),
+    (Reply.error(404, "Cannot POST"), NotFoundError, "AMIGO_BASE_URL"),
+    (Reply.error(406, "not implemented"), AppVersionError, "AMIGO_DEVICE_VERSION"),
+    (Reply.error(413, "too big"), BadRequestError, "too large"),
+    (Reply.error(429, "slow down", retry_after="600"), RateLimitError, "wait 600 s"),
+    (Reply.error(403, "Amigo, your balance is not enough to make the request, wait until 12 UTC or upgrade your plan"), QuotaExceededError, "quota is used up"),
+    (Reply.error(400, "x", shape="error"), BadRequestError, '"x"'),
+    (Reply.error(422, "nested message", shape="openai"), BadRequestError, "nested message"),
+    (Reply.raw(b"<html>oops</html>", content_type="text/html"), InvalidResponseError, "not JSON"),
+    (Reply.redirect("http://127.0.0.1:9/elsewhere"), APIError, "redirected the request (302)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("reply", "kind", "words"), ERROR_CASES)
+def test_error_classes_are_one_readable_line(
+    server: AmigoServer, reply: Reply, kind: type[Exception], words: str
+) -> None:
+    server.enqueue(reply)
+    with pytest.raises(kind) as info:
+        run(collect(settings_for(server), ChatRequest("gpt", HELLO, stream=False)))
+    message = str(info.value)
+    assert words in message
+    assert "\n" not in message
+    assert len(server.requests) == 1  # none of these is retried
+    assert info.value._render_traceback_()[0].endswith(message)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retried_and_every_attempt_is_listed(
+    server: AmigoServer, status: int
+) -> None:
+    server.enqueue(*[Reply.error(status, f"down {i}") for i in range(3)])
+    with pytest.raises(ServerError) as info:
+        chat(server)
+    assert len(server.requests) == 3
+    message = str(info.value)
+    phrase = HTTPStatus(status).phrase
+    assert (
+        f'[3 attempts — 1: {status} {phrase}: "down 0"; 2: {status} {phrase}: "down 1"' in message
+    )
+    assert all(f'"down {i}"' in message for i in range(3))
+
+
+def test_503_then_success(server: AmigoServer) -> None:
+    server.enqueue(Reply.error(503, "busy"), Reply.error(503, "busy"))
+    assert text_of(chat(server)) == "Echo: hello there"
+    assert len(server.requests) == 3
+    chat_ids = {r.json["chatId"] for r in server.requests}
+    assert len(chat_ids) == 3  # each attempt is a fresh request
+
+
+def test_429_retry_after_is_honoured(server: AmigoServer) -> None:
+    server.enqueue(Reply.error(429, "slow down", retry_after="1"))
+    start = time.monotonic()
+    assert text_of(chat(server)) == "Echo: hello there"
+    assert time.monotonic() - start >= 0.95
+    assert len(server.requests) == 2
+
+
+def test_429_without_retry_after_backs_off_then_succeeds(server: AmigoServer) -> None:
+    server.enqueue(Reply.error(429, "slow down"))
+    assert text_of(chat(server)) == "Echo: hello there"
+    assert len(server.requests) == 2
+
+
+def test_401_is_not_retried() -> None:
+    with AmigoServer(api_key="right") as server:
+        with pytest.raises(AuthenticationError, match="401 Unauthorized"):
+            chat(server, api_key="wrong-key-XYZ")
+        assert len(server.requests) == 1
+
+
+def test_server_words_never_echo_the_key(server: AmigoServer) -> None:
+    server.enqueue(Reply.error(401, "token sk-secret-999 is invalid"))
+    with pytest.raises(AuthenticationError) as info:
+        chat(server, api_key="sk-secret-999")
+    assert "sk-secret-999" not in str(info.value)
+    assert "token *** is invalid" in str(info.value)
+
+
+def test_failure_after_first_text_is_not_resent_or_duplicated(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["a ", "b ", "c ", "d ", "e"], fail_after=2))
+    seen: list[str] = []
+
+    async def go() -> None:
+        backend = AmigoBackend(settings_for(server))
+        try:
+            async with aclosing(backend.chat(ChatRequest("gpt", HELLO))) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        seen.append(event.text)
+        finally:
+            await backend.aclose()
+
+    with pytest.raises(StreamError, match="broke in the middle of the answer"):
+        run(go())
+    assert seen == ["a ", "b "]
+    assert len(server.requests) == 1
+
+
+def test_cut_before_any_text_is_retried(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["x"], fail_after=0))
+    assert text_of(chat(server)) == "Echo: hello there"
+    assert len(server.requests) == 2
+
+
+def test_in_band_error_is_an_error(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["a ", "b"], error_after=1,
+                                in_band_error={"message": "model overloaded"}))  # fmt: skip
+    with pytest.raises(StreamError, match="model overloaded"):
+        chat(server)
+    assert len(server.requests) == 1
+
+
+def test_truncated_stream_without_end_is_an_error(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream("partial text", done=False, finish_reason=None, usage=False))
+    with pytest.raises(StreamError, match="without its end marker"):
+        chat(server)
+
+
+def test_missing_done_after_finish_reason_is_fine(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream("complete", done=False))
+    assert text_of(chat(server)) == "complete"
+
+
+def test_malformed_chunk_is_skipped_and_reported(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["a ", "b ", "c"], malformed_after=1))
+    events = chat(server)
+    assert text_of(events) == "a b c"
+    (warning,) = [e for e in events if isinstance(e, StreamWarning)]
+    assert warning.message.startswith("1 malformed chunk from AmigoChat skipped")
+
+
+def test_connection_refused_lists_attempts() -> None:
+    settings = Settings(base_url="http://127.0.0.1:9/v1", retry=FAST)
+    with pytest.raises(APIConnectionError) as info:
+        run(collect(settings, ChatRequest("gpt", HELLO)))
+    message = str(info.value)
+    assert message.startswith(
+        "Could not connect to AmigoChat at http://127.0.0.1:9: connection refused"
+    )
+    assert message.endswith("[3 attempts — all: connection refused]")
+
+
+def test_stall_before_first_byte_times_out_and_retries(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream("late", stall_before=1.0))
+    events = chat(server, timeouts=Timeouts(read=0.3))
+    assert text_of(events) == "Echo: hello there"  # the retry got the default answer
+    assert len(server.requests) == 2
+
+
+def test_stall_every_attempt_is_a_timeout_error(server: AmigoServer) -> None:
+    server.enqueue(*[Reply.stream("late", stall_before=1.0) for _ in range(2)])
+    with pytest.raises(APITimeoutError, match=r"sent nothing for 0\.3 s"):
+        chat(server, timeouts=Timeouts(read=0.3), retry=RetryPolicy(attempts=2, backoff=0.01))
+
+
+def test_stall_mid_stream_keeps_what_arrived(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["a ", "b ", "c"], stall_after=(1, 2.0)))
+    with pytest.raises(StreamError, match="stopped sending in the middle"):
+        chat(server, timeouts=Timeouts(read=0.3))
+    assert len(server.requests) == 1
+
+
+def test_slow_drip_does_not_time_out(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["drip"], drip=0.002, usage=False))
+    # every byte comes 2 ms after the last: the whole answer takes far longer than...
+    events = chat(server, timeouts=Timeouts(read=0.25))
+    assert text_of(events) == "drip"
+
+
+def test_consumer_stopping_early_closes_the_connection(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=[f"w{i} " for i in range(200)], delay=0.02))
+
+    async def go() -> None:
+        backend = AmigoBackend(settings_for(server))
+        try:
+            async with aclosing(backend.chat(ChatRequest("gpt", HELLO))) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        break
+            assert server.active_streams <= 1
+        finally:
+            await backend.aclose()
+
+    run(go())
+    deadline = time.monotonic() + 3
+    while (server.active_streams or not server.client_disconnects) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.active_streams == 0
+    assert server.client_disconnects == 1

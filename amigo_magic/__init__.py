@@ -57,6 +57,8 @@ __all__ = [
     "StreamError",
     "UnknownModelError",
     "__version__",
+    "load_ipython_extension",
+    "unload_ipython_extension",
 ]
 
 _LAZY = {
@@ -64,6 +66,20 @@ _LAZY = {
     "ImageResponse": ".provider",
     "Message": ".protocol",
 }
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext amigo_magic``: register the magics (nothing heavy is imported here)."""
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext amigo_magic``: undo everything the load did."""
+    from .magics import unload
+
+    unload(ipython)
 
 
 def __getattr__(name: str) -> Any:

@@ -648,7 +648,9 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, (OSError, _ClientGone)):
+        if isinstance(exc, (ConnectionError, _ClientGone)) or (
+            isinstance(exc, OSError) and self.owner._stop_event.is_set()
+        ):
             return  # client went away / server stopping: not worth a traceback
         super().handle_error(request, client_address)
 
@@ -946,6 +948,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_stream(self, owner: AmigoServer, reply: Reply, ctx: _Ctx) -> None:
         owner._stream_delta(+1)
+        finished = False
+
+        def finish() -> None:
+            # Called just before the last byte leaves (or the cut), so a client that has read
+            # the whole stream always sees active_streams already decremented.
+            nonlocal finished
+            if not finished:
+                finished = True
+                owner._stream_delta(-1)
+
         try:
             if reply.stall_before:
                 self._sleep(reply.stall_before)
@@ -982,9 +994,11 @@ class _Handler(BaseHTTPRequestHandler):
                         if isinstance(item, _Sleep):
                             self._sleep(item.seconds)
                         else:
+                            finish()
                             self._abort()
                             return
                     pending.append(b"0\r\n\r\n")
+                    finish()
                     write(b"".join(pending))
                 except OSError as exc:
                     raise _ClientGone from exc
@@ -998,12 +1012,14 @@ class _Handler(BaseHTTPRequestHandler):
                     self._sleep(item.seconds)
                 else:
                     out.flush(final=True)
+                    finish()
                     self._abort()
                     return
             out.flush(final=True)
+            finish()
             self._write(b"0\r\n\r\n")
         finally:
-            owner._stream_delta(-1)
+            finish()
 
     def _abort(self) -> None:
         """Cut the connection mid-body: no terminating chunk, socket shut down."""
@@ -1415,13 +1431,12 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)  # also when started in the background (SIG_IGN)
     server.start()
     print(f"AMIGO_BASE_URL={server.base_url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         server.stop()
     return 0

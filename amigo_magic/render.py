@@ -1,0 +1,361 @@
+"""Builds every MIME bundle amigo_magic displays: answers, pictures, tables and notices.
+
+Pure of IPython: functions return plain ``(data, metadata)`` dicts, or :class:`Rich` objects with
+``_repr_mimebundle_``, that the kernel side displays. Model text reaches a bundle only through
+:mod:`.sanitize`. While an answer streams, updates only escape text (each update re-sends the
+whole answer, so per-update work stays linear); markdown is rendered once, at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+from .sanitize import (
+    escape_stream_html,
+    extract_code,
+    safe_html_from_markdown,
+    safe_markdown,
+    safe_markdown_closed,
+    sanitize_html,
+)
+
+if TYPE_CHECKING:
+    from .catalog import Alias, Model
+    from .history import ChatSummary, Turn
+
+__all__ = [
+    "AnswerFormat",
+    "AnswerState",
+    "Phase",
+    "Rich",
+    "answer_bundle",
+    "chats_table",
+    "config_table",
+    "extract_code",
+    "help_table",
+    "image_bundle",
+    "models_table",
+    "notice",
+    "progress",
+    "safe_markdown",
+    "status_text",
+    "transcript",
+]
+
+Phase = Literal["thinking", "loading", "streaming", "done", "stopped", "error"]
+AnswerFormat = Literal["markdown", "text", "html", "code", "json"]
+
+_LIVE_PHASES = frozenset({"thinking", "loading", "streaming"})
+_FORMATS = frozenset({"markdown", "text", "html", "code", "json"})
+_IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+# --------------------------------------------------------------------------------------------
+# Status line and bundles
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerState:
+    """Everything shown for one answer at one moment: its text so far and its status."""
+
+    text: str
+    model: str
+    chat: str
+    phase: Phase
+    seconds: float
+    tokens: int | None = None
+    error: str | None = None
+    warning: str | None = None
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _usage_parts(state: AnswerState) -> list[str]:
+    if state.tokens is None:
+        return []
+    parts = [f"{state.tokens} token{'' if state.tokens == 1 else 's'}"]
+    if state.phase in ("streaming", "done") and state.seconds > 0:
+        parts.append(f"{state.tokens / state.seconds:.1f} tok/s")
+    return parts
+
+
+def status_text(state: AnswerState) -> str:
+    """The one-line status under an answer, e.g. ``claude · 120 tokens · 45.1 tok/s · 2.7 s``."""
+    model = _one_line(state.model)
+    seconds = f"{state.seconds:.1f} s"
+    has_text = bool(state.text.strip())
+    kept = " (partial answer kept)" if has_text else ""
+    if state.phase == "thinking":
+        line = f"{model} · thinking…"
+    elif state.phase == "loading":
+        line = f"{model} · loading model…"
+    elif state.phase == "stopped":
+        line = " · ".join([f"■ stopped by you after {seconds}", model, *_usage_parts(state)]) + kept
+    elif state.phase == "error":
+        line = f"✖ {_one_line(state.error or 'unknown error')}{kept}"
+    else:
+        line = " · ".join([model, *_usage_parts(state), seconds])
+    if state.warning:
+        line += f" · ⚠ {_one_line(state.warning)}"
+    return line
+
+
+def _status_div(status: str) -> str:
+    return (
+        '<div class="amigo-status" style="color: #6b7280; font-size: 0.85em; margin-top: 0.4em">'
+        f"{html.escape(status)}</div>"
+    )
+
+
+_ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _markdown_literal(value: str) -> str:
+    """Backslash-escape every ASCII punctuation character: markdown then shows it as text."""
+    return _ASCII_PUNCTUATION.sub(r"\\\1", _one_line(value))
+
+
+def _plain(text: str, status: str) -> str:
+    return f"{text}\n\n{status}" if text else status
+
+
+def _answer_metadata(state: AnswerState, fmt: AnswerFormat) -> dict[str, Any]:
+    return {
+        "amigo": {
+            "model": state.model,
+            "chat": state.chat,
+            "phase": state.phase,
+            "tokens": state.tokens,
+            "seconds": round(state.seconds, 2),
+            "format": fmt,
+        }
+    }
+
+
+def answer_bundle(
+    state: AnswerState, *, fmt: AnswerFormat = "markdown"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(data, metadata)`` for displaying ``state``.
+
+    While the answer is live (thinking, loading, streaming) the bundle is cheap: escaped text and
+    plain text, no markdown. Once final (done, stopped, error) it is rendered in ``fmt``.
+    ``fmt="json"`` on a done answer raises :class:`ValueError` with a one-line message when the
+    text is not JSON; a stopped or failed JSON answer is shown as text.
+    """
+    if fmt not in _FORMATS:
+        supported = ", ".join(sorted(_FORMATS))
+        raise ValueError(f"Unknown answer format {fmt!r}; use one of {supported}")
+    metadata = _answer_metadata(state, fmt)
+    status = status_text(state)
+    text = state.text
+    if state.phase in _LIVE_PHASES:
+        data = {
+            "text/plain": _plain(text, status),
+            "text/html": escape_stream_html(text) + _status_div(status),
+        }
+    elif fmt == "json" and state.phase == "done":
+        data = _json_data(text)
+    elif fmt in ("text", "json"):
+        data = {"text/plain": _plain(text, status)}
+    elif fmt == "html":
+        data = {
+            "text/html": sanitize_html(text) + _status_div(status),
+            "text/plain": _plain(text, status),
+        }
+    else:
+        data = {
+            "text/markdown": _final_markdown(text, status),
+            "text/html": safe_html_from_markdown(text) + _status_div(status),
+            "text/plain": _plain(text, status),
+        }
+    return data, metadata
+
+
+def _final_markdown(text: str, status: str) -> str:
+    status_md = f"*{_markdown_literal(status)}*"
+    if not text.strip():
+        return status_md
+    return f"{safe_markdown_closed(text)}\n\n{status_md}"
+
+
+_JSON_FENCE = re.compile(
+    r"\A\s*(`{3,}|~{3,})[ \t]*(?:json)?[ \t]*\n(.*)\n[ \t]*\1[ \t]*\s*\Z", re.I | re.S
+)
+_EXCERPT_WIDTH = 80
+
+
+def _json_data(text: str) -> dict[str, Any]:
+    body, line_offset = text, 0
+    fenced = _JSON_FENCE.match(text)
+    if fenced:
+        body, line_offset = fenced.group(2), text.count("\n", 0, fenced.start(2))
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(_json_error_message(exc, line_offset)) from None
+    return {
+        "application/json": value,
+        "text/plain": json.dumps(value, indent=2, ensure_ascii=False),
+    }
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # NaN and Infinity are Python's extension; the front end's JSON cannot carry them.
+    raise ValueError(f"The answer is not valid JSON: {name} is not a JSON value")
+
+
+def _json_error_message(exc: json.JSONDecodeError, line_offset: int) -> str:
+    lines = exc.doc.split("\n")
+    line = lines[exc.lineno - 1] if exc.lineno <= len(lines) else ""
+    excerpt = line
+    if len(line) > _EXCERPT_WIDTH:
+        start = max(0, min(exc.colno - 1 - _EXCERPT_WIDTH // 2, len(line) - _EXCERPT_WIDTH))
+        excerpt = line[start : start + _EXCERPT_WIDTH]
+        excerpt = (
+            ("…" if start else "") + excerpt + ("…" if start + _EXCERPT_WIDTH < len(line) else "")
+        )
+    return (
+        f"The answer is not valid JSON: {exc.msg} at line {exc.lineno + line_offset}, "
+        f"column {exc.colno}: {excerpt!r}"
+    )
+
+
+def image_bundle(
+    png: bytes, *, alt: str, mime: str = "image/png", model: str, chat: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(data, metadata)`` for a generated picture: base64 image data plus a text fallback.
+
+    Only raster types are accepted: an SVG from a model could carry script.
+    """
+    if mime not in _IMAGE_MIMES:
+        supported = ", ".join(sorted(_IMAGE_MIMES))
+        raise ValueError(f"Unsupported image type {mime!r}; use one of {supported}")
+    data = {mime: base64.b64encode(png).decode("ascii"), "text/plain": f"<image: {alt}>"}
+    metadata = {"amigo": {"model": model, "chat": chat, "format": "image", "alt": alt}}
+    return data, metadata
+
+
+# --------------------------------------------------------------------------------------------
+# Tables, transcripts and notices: what %amigo subcommands return
+
+
+class Rich:
+    """A displayable result: IPython shows it through ``_repr_mimebundle_``."""
+
+    def __init__(self, data: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> None:
+        self.data = dict(data)
+        self.metadata = dict(metadata or {})
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        return str(self.data.get("text/plain", ""))
+
+
+def notice(text: str) -> Rich:
+    """One line of information."""
+    return Rich(
+        {
+            "text/plain": text,
+            "text/html": f'<div class="amigo-notice">{html.escape(text)}</div>',
+        }
+    )
+
+
+def progress(text: str) -> Rich:
+    """A status line that will be replaced (drawing…, loading…)."""
+    return Rich(
+        {"text/plain": text, "text/html": _status_div(text)},
+        {"amigo": {"phase": "progress"}},
+    )
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> Rich:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in r) + "</tr>"
+        for r in rows
+    )
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    plain = (caption + "\n" if caption else "") + "\n".join(lines)
+    return Rich(
+        {
+            "text/plain": plain,
+            "text/html": f'<table class="amigo-table">{cap}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>",
+        }
+    )
+
+
+def help_table(rows: Sequence[tuple[str, str]]) -> Rich:
+    return _table(("command", "what it does"), rows)
+
+
+def config_table(rows: Sequence[tuple[str, str]]) -> Rich:
+    return _table(("setting", "value"), rows)
+
+
+def models_table(models: Sequence[Model], aliases: Mapping[str, Alias], *, default: str) -> Rich:
+    """Every model: id (``*`` marks the default), its aliases, kind and persona."""
+    by_target: dict[str, list[str]] = {}
+    for alias in aliases.values():
+        by_target.setdefault(alias.target, []).append(alias.name)
+    rows = [
+        (
+            ("* " if m.id == default else "  ") + m.id,
+            ", ".join(sorted(by_target.get(m.id, []), key=len)),
+            m.kind,
+            m.persona_id,
+            m.description,
+        )
+        for m in models
+    ]
+    return _table(("model", "aliases", "kind", "persona", "what it is"), rows)
+
+
+def chats_table(chats: Sequence[ChatSummary]) -> Rich:
+    if not chats:
+        return notice("No chats in this notebook yet: a %%amigo cell starts one.")
+    rows = [(c.name, str(c.turns), _when(c.last_used)) for c in chats]
+    return _table(("chat", "turns", "last used"), rows)
+
+
+def transcript(turns: Sequence[Turn], *, chat: str) -> Rich:
+    """A chat as markdown (sanitised) with a plain-text twin; pictures are named, not embedded."""
+    if not turns:
+        return notice(f"Chat '{chat}' is empty.")
+    plain: list[str] = []
+    markdown: list[str] = []
+    for turn in turns:
+        who = "You" if turn.role == "user" else turn.model or "assistant"
+        flag = "" if turn.status == "complete" else f" ({turn.status})"
+        pictures = f" [{len(turn.images)} picture(s)]" if turn.images else ""
+        plain.append(f"{who}{flag}:{pictures}\n{turn.content}\n")
+        markdown.append(f"**{_markdown_literal(who + flag)}**{pictures}\n\n{turn.content}")
+    md = "\n\n---\n\n".join(markdown)
+    return Rich(
+        {
+            "text/markdown": safe_markdown(md),
+            "text/html": safe_html_from_markdown(md),
+            "text/plain": "\n".join(plain).rstrip(),
+        },
+        {"amigo": {"chat": chat, "turns": len(turns)}},
+    )
+
+
+def _when(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")

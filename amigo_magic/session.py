@@ -1,0 +1,371 @@
+"""The service layer both front ends call: resolve the model, build the messages from history,
+run the request on the loop thread, keep the live answer, record the turn however it ends.
+
+An :class:`Answer` is written by the loop thread and read by a front end: the magic waits on it
+in the kernel's main thread, the panel from widget callbacks. Appending a text piece is all the
+per-token work; rendering is the front end's, throttled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from . import catalog
+from .backends.amigo import AmigoBackend
+from .backends.base import Backend, ChatRequest, ImageRequest
+from .client import HTTPClient
+from .config import Settings
+from .errors import AmigoError, ConfigError, InvalidResponseError
+from .history import HistoryStore, Status, StoredImage, Turn, window
+from .protocol import ChatParams, Finish, Image, StreamWarning, TextDelta, Usage
+from .render import AnswerState
+from .runner import Runner
+
+__all__ = ["Answer", "AskOptions", "ChatSession", "ImageAnswer"]
+
+log = logging.getLogger("amigo_magic.session")
+
+IMAGE_LIMIT = 20 * 2**20  # bytes of one picture
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+    b"RIFF": "image/webp",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AskOptions:
+    """How to ask: which chat and model, what to send along."""
+
+    chat: str = "default"
+    model: str | None = None
+    system: str | None = None
+    params: ChatParams = field(default_factory=ChatParams)
+    use_history: bool = True
+    max_history: int = 20
+    cell_id: str | None = None
+
+
+class Answer:
+    """One answer as it arrives. The loop thread writes; any thread may read and :meth:`stop`."""
+
+    def __init__(self, *, model: str, chat: str) -> None:
+        self.model = model
+        self.chat = chat
+        self.parts: list[str] = []
+        self.length = 0  # characters so far
+        self.phase: str = "thinking"
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.chunks = 0
+        self.error: BaseException | None = None
+        self.warnings: list[str] = []
+        self.changed = threading.Event()  # set on every piece; readers clear it
+        self.done = threading.Event()
+        self.future: concurrent.futures.Future[None] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def tokens(self) -> int:
+        """Completion tokens as the server counted them, else the pieces received."""
+        if self.usage is not None and self.usage.completion_tokens is not None:
+            return self.usage.completion_tokens
+        return self.chunks
+
+    @property
+    def status(self) -> Status:
+        return {"stopped": "stopped", "error": "error"}.get(self.phase, "complete")  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        """Cancel the request; the text so far stays, marked stopped."""
+        if self.future is not None:
+            self.future.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    def snapshot(self) -> AnswerState:
+        """The answer as the renderer needs it, at this moment."""
+        error = self.error
+        return AnswerState(
+            text=self.text,
+            model=self.model,
+            chat=self.chat,
+            phase=self.phase,  # type: ignore[arg-type]
+            seconds=self.seconds,
+            tokens=self.tokens if self.chunks else None,
+            error=str(error) if isinstance(error, AmigoError) else _bug_line(error),
+            warning="; ".join(self.warnings) or None,
+        )
+
+
+class ImageAnswer:
+    """The pictures of one image request, fetched to bytes."""
+
+    def __init__(self, *, model: str, chat: str, prompt: str) -> None:
+        self.model = model
+        self.chat = chat
+        self.prompt = prompt
+        self.images: list[StoredImage] = []
+        self.started = time.monotonic()
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.future: concurrent.futures.Future[None] | None = None
+
+    def stop(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
+
+
+class ChatSession:
+    """One notebook's conversations, on one store, through pooled backends."""
+
+    def __init__(
+        self,
+        *,
+        store: HistoryStore,
+        notebook: str,
+        runner: Runner,
+        backend_factory: Callable[[Settings], Backend] | None = None,
+    ) -> None:
+        self.store = store
+        self.notebook = notebook
+        self._runner = runner
+        self._factory = backend_factory or (lambda settings: AmigoBackend(settings))
+        self._backends: dict[Settings, Backend] = {}
+        self._downloads: dict[Settings, HTTPClient] = {}
+        runner.on_close(self.aclose)
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    def ask(self, prompt: str, options: AskOptions, settings: Settings) -> Answer:
+        """Send ``prompt`` and return its live :class:`Answer` at once.
+
+        Raises at once (before any request) for an unknown model or an image model.
+        """
+        model = catalog.resolve(options.model or settings.model)
+        if model.kind != "chat":
+            raise ConfigError(
+                f"'{model.id}' is an image model: use %amigo_image for pictures, or pick a chat "
+                "model (`%amigo models` lists them)."
+            )
+        if options.cell_id:  # a re-run cell: its earlier exchange must not be sent as context
+            self.store.add(
+                self.notebook,
+                options.chat,
+                Turn("user", prompt, model=model.id, cell_id=options.cell_id),
+                replace_cell=True,
+            )
+            earlier = self.store.load(self.notebook, options.chat)[:-1]
+        else:
+            earlier = self.store.load(self.notebook, options.chat)
+            self.store.add(self.notebook, options.chat, Turn("user", prompt, model=model.id))
+        messages: list[dict[str, str]] = []
+        if options.system:
+            messages.append({"role": "system", "content": options.system})
+        if options.use_history:
+            messages += window(earlier, options.max_history)
+        messages.append({"role": "user", "content": prompt})
+        answer = Answer(model=model.id, chat=options.chat)
+        request = ChatRequest(model.id, messages, options.params)
+        answer.future = self._runner.submit(
+            self._stream(answer, request, settings, options.cell_id)
+        )
+        return answer
+
+    async def _stream(
+        self, answer: Answer, request: ChatRequest, settings: Settings, cell_id: str | None
+    ) -> None:
+        try:
+            backend = self._backend(settings)
+            async with aclosing(backend.chat(request)) as events:
+                async for event in events:
+                    kind = type(event)
+                    if kind is TextDelta:
+                        answer.parts.append(event.text)  # type: ignore[union-attr]
+                        answer.length += len(event.text)  # type: ignore[union-attr]
+                        answer.chunks += 1
+                        if answer.chunks == 1:
+                            answer.phase = "streaming"
+                        answer.changed.set()
+                    elif kind is Usage:
+                        answer.usage = event  # type: ignore[assignment]
+                    elif kind is Finish:
+                        answer.finish_reason = event.reason  # type: ignore[union-attr]
+                    elif kind is StreamWarning:
+                        answer.warnings.append(event.message)  # type: ignore[union-attr]
+            answer.phase = "done"
+        except asyncio.CancelledError:
+            answer.phase = "stopped"
+            raise
+        except BaseException as error:
+            answer.error = error
+            answer.phase = "error"
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            answer.finished = time.monotonic()
+            self._record_answer(answer, cell_id)
+            answer.done.set()
+            answer.changed.set()
+
+    def _record_answer(self, answer: Answer, cell_id: str | None) -> None:
+        usage = answer.usage
+        turn = Turn(
+            "assistant",
+            answer.text,
+            model=answer.model,
+            status=answer.status,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            seconds=round(answer.seconds, 3),
+            cell_id=cell_id,
+            error=str(answer.error) if answer.error is not None else None,
+        )
+        try:
+            self.store.add(self.notebook, answer.chat, turn)
+        except Exception as error:  # the answer is on screen; say it could not be kept
+            log.warning("could not save the answer: %s", error)
+            answer.warnings.append(f"not saved to history ({error})")
+
+    # -- images --------------------------------------------------------------------------------
+
+    def image(self, prompt: str, options: AskOptions, settings: Settings) -> ImageAnswer:
+        """Generate pictures for ``prompt``; fetch them to bytes; record the turn."""
+        model = catalog.resolve(options.model or "flux")
+        if model.kind != "image":
+            raise ConfigError(
+                f"'{model.id}' is a chat model: use %%amigo for text, or pick an image model "
+                "(flux, dalle, recraft, …)."
+            )
+        if not prompt.strip():
+            raise ConfigError("Say what to draw: %amigo_image a lighthouse at dusk")
+        self.store.add(
+            self.notebook,
+            options.chat,
+            Turn("user", prompt, model=model.id, cell_id=options.cell_id),
+            replace_cell=bool(options.cell_id),
+        )
+        answer = ImageAnswer(model=model.id, chat=options.chat, prompt=prompt)
+        answer.future = self._runner.submit(self._draw(answer, settings, options.cell_id))
+        return answer
+
+    async def _draw(self, answer: ImageAnswer, settings: Settings, cell_id: str | None) -> None:
+        status: Status = "complete"
+        try:
+            result = await self._backend(settings).image(ImageRequest(answer.model, answer.prompt))
+            for image in result.images:
+                answer.images.append(await self._fetch(image, answer.prompt, settings))
+        except asyncio.CancelledError:
+            status = "stopped"
+            raise
+        except BaseException as error:
+            answer.error = error
+            status = "error"
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            count = len(answer.images)
+            turn = Turn(
+                "assistant",
+                f"[{count} picture{'s' if count != 1 else ''} of: {answer.prompt}]"
+                if count
+                else "",
+                model=answer.model,
+                status=status,
+                seconds=round(time.monotonic() - answer.started, 3),
+                cell_id=cell_id,
+                images=tuple(answer.images),
+                error=str(answer.error) if answer.error is not None else None,
+            )
+            try:
+                self.store.add(self.notebook, answer.chat, turn)
+            except Exception as error:
+                log.warning("could not save the pictures: %s", error)
+            answer.done.set()
+
+    async def _fetch(self, image: Image, alt: str, settings: Settings) -> StoredImage:
+        if image.b64_json:
+            try:
+                data = base64.b64decode(image.b64_json, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidResponseError("The picture's base64 data is corrupt.") from None
+            return StoredImage(_sniff(data, "the base64 picture"), data, alt)
+        url = image.url or ""
+        if not url.lower().startswith(("http://", "https://")):
+            raise InvalidResponseError(
+                f"Refused to fetch the picture from '{url[:80]}': only http(s) URLs are fetched."
+            )
+        client = self._downloads.get(settings)
+        if client is None:
+            client = self._downloads[settings] = HTTPClient(settings, service="the image host")
+        response = await client.get(url, limit=IMAGE_LIMIT, timeout=settings.timeouts.image)
+        if response.status_code != 200:
+            raise InvalidResponseError(
+                f"Could not download the picture ({response.status_code} from {_host(url)}). "
+                "Image links expire quickly: run the cell again."
+            )
+        data = response.content
+        if len(data) > IMAGE_LIMIT:
+            raise InvalidResponseError(
+                f"The picture at {_host(url)} is larger than {IMAGE_LIMIT >> 20} MB; not shown."
+            )
+        declared = response.headers.get("content-type", "").split(";")[0].strip()
+        if not declared.startswith("image/"):
+            raise InvalidResponseError(
+                f"The picture link at {_host(url)} returned '{declared or 'no type'}', not an "
+                "image; not shown."
+            )
+        return StoredImage(_sniff(data, f"the picture at {_host(url)}"), data, alt)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def _backend(self, settings: Settings) -> Backend:
+        backend = self._backends.get(settings)
+        if backend is None:
+            backend = self._backends[settings] = self._factory(settings)
+        return backend
+
+    async def aclose(self) -> None:
+        """Close every pooled client (on the loop thread)."""
+        backends, self._backends = self._backends, {}
+        downloads, self._downloads = self._downloads, {}
+        for backend in backends.values():
+            await backend.aclose()
+        for client in downloads.values():
+            await client.aclose()
+
+
+def _sniff(data: bytes, what: str) -> str:
+    for magic, mime in _IMAGE_MAGIC.items():
+        if data.startswith(magic):
+            return mime
+    raise InvalidResponseError(f"{what[:1].upper()}{what[1:]} is not a PNG, JPEG, GIF or WebP.")
+
+
+def _host(url: str) -> str:
+    return url.split("/")[2] if url.count("/") >= 2 else url
+
+
+def _bug_line(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"

@@ -1,0 +1,314 @@
+"""The magics in an in-process shell against the loopback server."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from IPython.core.error import UsageError
+
+from amigo_magic.errors import (
+    AuthenticationError,
+    ConfigError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    UnknownModelError,
+)
+from amigo_magic.magics import AnswerStopped
+from tests.amigo_server import AmigoServer, Reply
+from tests.shell import Recorder, TestingShell
+
+
+@pytest.fixture
+def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    shell = TestingShell.instance()
+    shell.display_pub = Recorder()
+    shell.run_cell("%load_ext amigo_magic")
+    shell.run_cell("%config AmigoMagics.throttle = 0.05")
+    yield shell
+    shell.run_cell("%unload_ext amigo_magic")
+    shell.user_ns.pop("answer", None)
+
+
+def recorder(ip: TestingShell) -> Recorder:
+    pub = ip.display_pub
+    assert isinstance(pub, Recorder)
+    return pub
+
+
+def chat_requests(server: AmigoServer) -> list[dict]:  # type: ignore[type-arg]
+    return [r.json for r in server.requests if r.path == "/v1/chat/completions"]
+
+
+def test_answer_streams_into_one_display(ip: TestingShell, server: AmigoServer) -> None:
+    words = [f"word{i} " for i in range(40)]
+    server.enqueue(Reply.stream(chunks=words, delay=0.01))
+    ip.run_cell("%%amigo\nSay forty words")
+    pub = recorder(ip)
+    ids = {d.display_id for d in pub.displays}
+    assert len(ids) == 1  # one output, updated in place
+    first = pub.displays[0]
+    assert not first.update
+    assert "thinking" in first.data["text/plain"]
+    final = pub.final()
+    assert final["text/markdown"].startswith("".join(words).strip())
+    assert "word39" in final["text/html"]
+    assert final["text/plain"].startswith("".join(words))
+    meta = pub.displays[-1].metadata["amigo"]
+    assert meta["model"] == "gpt-4o-mini"
+    assert meta["phase"] == "done"
+    # a streaming update showed part of the answer before the end
+    partial = [d for d in pub.displays[1:-1] if "word0" in d.data.get("text/plain", "")]
+    assert partial
+    assert all("text/markdown" not in d.data for d in partial)  # cheap while streaming
+
+
+def test_updates_are_bounded_by_the_throttle_not_the_tokens(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    server.enqueue(Reply.stream(chunks=["x"] * 3000, delay=0.0002))
+    ip.run_cell("%config AmigoMagics.throttle = 0.1")
+    start = time.monotonic()
+    ip.run_cell("%%amigo\nmany tokens")
+    seconds = time.monotonic() - start
+    updates = len(recorder(ip).displays)
+    assert recorder(ip).final()["text/plain"].startswith("x" * 3000)
+    assert updates <= seconds / 0.1 + 4  # thinking + first token + throttled + final
+    assert updates < 100
+
+
+def test_conversation_continues_from_cell_to_cell(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("%%amigo\nfirst question")
+    ip.run_cell("%%amigo\nsecond question")
+    first, second = chat_requests(server)
+    assert first["messages"] == [{"role": "user", "content": "first question"}]
+    assert second["messages"] == [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "Echo: first question"},
+        {"role": "user", "content": "second question"},
+    ]
+
+
+def test_model_alias_sends_id_and_persona(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("%%amigo --model claude\nhello")
+    (body,) = chat_requests(server)
+    assert body["model"] == "claude-3-5-sonnet-20241022"
+    assert body["personaId"] == "clude-claude-3-5-sonnet-20241022"
+
+
+def test_chats_are_kept_apart(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("%%amigo --chat a\nabout a")
+    ip.run_cell("%%amigo -c b\nabout b")
+    ip.run_cell("%%amigo --chat a\nmore a")
+    third = chat_requests(server)[2]
+    assert [m["content"] for m in third["messages"]] == ["about a", "Echo: about a", "more a"]
+
+
+def test_options_reach_the_wire(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell('%%amigo -t 0.2 --top-p 0.5 --max-tokens 99 -s "Be terse." --no-history\nhi')
+    (body,) = chat_requests(server)
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.2, 0.5, 99)
+    assert body["messages"][0] == {"role": "system", "content": "Be terse."}
+
+
+def test_out_stores_the_answer(ip: TestingShell) -> None:
+    ip.run_cell("%%amigo -o answer\nkeep this")
+    assert ip.user_ns["answer"] == "Echo: keep this"
+
+
+def test_braces_in_code_reach_the_server_unchanged(ip: TestingShell, server: AmigoServer) -> None:
+    code = 'Fix this:\nd = {"a": {1, 2}}\nprint(f"{d}")\nx = {{not_a_var}}'
+    ip.run_cell(f"%%amigo\n{code}")
+    assert chat_requests(server)[0]["messages"][-1]["content"] == code
+
+
+def test_interpolation_and_err(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("name = 'Ada'\nxs = [1, 2, 3]")
+    result = ip.run_cell_quietly("1 / 0")
+    failed = result.execution_count
+    ip.run_cell(f"%%amigo\nHi {{name}} {{xs[1]}}: {{Err[{failed}]}}")
+    sent = chat_requests(server)[0]["messages"][-1]["content"]
+    assert sent.startswith("Hi Ada 2: Traceback (most recent call last)")
+    assert "ZeroDivisionError: division by zero" in sent
+
+
+def test_no_interpolate(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("name = 'Ada'")
+    ip.run_cell("%%amigo --no-interpolate\n{name}")
+    assert chat_requests(server)[0]["messages"][-1]["content"] == "{name}"
+
+
+def test_format_code_creates_the_next_cell(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.stream("Here:\n```python\nprint('hi')\n```\n"))
+    ip.run_cell("%%amigo -f code\nwrite code")
+    assert ip.rl_next_input == "print('hi')"  # a kernel sends it as a set_next_input payload
+    assert "new cell below" in recorder(ip).displays[-1].data["text/plain"]
+    system = chat_requests(server)[0]["messages"][0]
+    assert system["role"] == "system"
+    assert "fenced code block" in system["content"]
+
+
+def test_format_json(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.stream('{"a": [1, 2]}'))
+    ip.run_cell("%%amigo -f json\njson please")
+    assert recorder(ip).final()["application/json"] == {"a": [1, 2]}
+
+
+def test_format_json_that_does_not_parse(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.stream('{"a": 1,, }'))
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        ip.run_cell("%%amigo -f json\njson please")
+    assert recorder(ip).final()["text/plain"].startswith('{"a": 1,, }')  # the text is kept
+
+
+def test_interrupt_keeps_partial_text_and_kernel_usable(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    server.enqueue(Reply.stream(chunks=[f"w{i} " for i in range(400)], delay=0.01))
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_soon() -> None:
+        import ctypes
+
+        time.sleep(0.6)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(main), ctypes.py_object(KeyboardInterrupt)
+        )
+
+    threading.Thread(target=interrupt_soon).start()
+    start = time.monotonic()
+    with pytest.raises(AnswerStopped, match="partial answer is kept"):
+        ip.run_cell("%%amigo\nlong answer please")
+    assert time.monotonic() - start < 2.0  # stopped well before the 4 s answer ended
+    final = recorder(ip).final()
+    assert final["text/plain"].startswith("w0 w1 ")
+    assert "w399" not in final["text/plain"]
+    assert "stopped" in final["text/plain"]
+    assert recorder(ip).displays[-1].metadata["amigo"]["phase"] == "stopped"
+    magics = ip.magics_manager.registry["AmigoMagics"]
+    (_, stopped) = magics.session.store.load(magics.session.notebook, "default")
+    assert stopped.status == "stopped"
+    assert stopped.content.startswith("w0 w1 ")
+    ip.run_cell("%%amigo\nnext one")  # the kernel is still usable
+    assert recorder(ip).final()["text/plain"].startswith("Echo: next one")
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "words"),
+    [
+        (Reply.error(401, "Unauthorized"), AuthenticationError, "AMIGO_API_KEY"),
+        (Reply.error(429, "slow", retry_after="90"), RateLimitError, "wait 90 s"),
+        (
+            Reply.error(402, "Amigo, your balance is not enough to make the request"),
+            Exception,
+            "quota is used up",
+        ),
+    ],
+)
+def test_errors_render_as_one_line(
+    ip: TestingShell, server: AmigoServer, reply: Reply, error: type[Exception], words: str
+) -> None:
+    server.enqueue(reply)
+    result = ip.run_cell_quietly("%%amigo\nhello")
+    assert isinstance(result.error_in_exec, error)
+    assert words in str(result.error_in_exec)
+    assert result.error_in_exec._render_traceback_()[0].count("\n") == 0
+    assert "clear" in recorder(ip).calls  # no empty "thinking" output left behind
+
+
+def test_server_down_after_retries(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(*[Reply.error(503, "down") for _ in range(3)])
+    with pytest.raises(ServerError, match="3 attempts"):
+        ip.run_cell("%%amigo\nhello")
+
+
+def test_stream_cut_keeps_partial(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["kept ", "text ", "lost"], fail_after=2))
+    with pytest.raises(StreamError):
+        ip.run_cell("%%amigo\nhello")
+    final = recorder(ip).final()["text/plain"]
+    assert final.startswith("kept text")
+    assert "✖" in final
+
+
+def test_unknown_model_and_bad_option(ip: TestingShell, server: AmigoServer) -> None:
+    with pytest.raises(UnknownModelError, match="did you mean 'claude'"):
+        ip.run_cell("%%amigo -m claud\nhi")
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --bogus\nusage: %%amigo"):
+        ip.run_cell("%%amigo --bogus\nhi")
+    with pytest.raises(ConfigError, match="--temperature must be between 0 and 2"):
+        ip.run_cell("%%amigo -t 5\nhi")
+    assert chat_requests(server) == []
+
+
+def test_image_is_shown_as_the_served_bytes(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("%amigo_image a lighthouse at dusk")
+    final = recorder(ip).displays[-1]
+    png = base64.b64decode(final.data["image/png"])
+    (fetched,) = [r.path for r in server.requests if r.path.startswith("/files/")]
+    assert png == server.images[fetched]
+    assert "a lighthouse at dusk" in final.data["text/plain"]
+    image_request = next(r for r in server.requests if r.path == "/v1/images/generations")
+    assert image_request.json["prompt"] == "a lighthouse at dusk"
+
+
+def test_image_with_b64(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.image(b64=True))
+    ip.run_cell("%amigo_image -m dalle a fox")
+    assert base64.b64decode(recorder(ip).final()["image/png"]).startswith(b"\x89PNG")
+
+
+def test_image_url_404_is_a_clear_error(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.image(image_status=404))
+    with pytest.raises(Exception, match=r"Could not download the picture \(404"):
+        ip.run_cell("%amigo_image a fox")
+
+
+def test_subcommands(ip: TestingShell, server: AmigoServer) -> None:
+    models = ip.run_cell("%amigo models").result
+    text = models._repr_mimebundle_()[0]["text/plain"]
+    assert "claude-3-5-sonnet-20241022" in text
+    assert "* gpt-4o-mini" in text
+    ip.run_cell("%amigo use claude")
+    ip.run_cell("%%amigo\nhello")
+    assert chat_requests(server)[0]["model"] == "claude-3-5-sonnet-20241022"
+    history = ip.run_cell("%amigo history").result._repr_mimebundle_()[0]["text/plain"]
+    assert "hello" in history
+    assert "Echo: hello" in history
+    chats = ip.run_cell("%amigo chats").result._repr_mimebundle_()[0]["text/plain"]
+    assert "default" in chats
+    reset = ip.run_cell("%amigo reset").result._repr_mimebundle_()[0]["text/plain"]
+    assert "Removed 2 turns from chat 'default'" in reset
+    with pytest.raises(UsageError, match="Unknown %amigo command 'frobnicate'"):
+        ip.run_cell("%amigo frobnicate")
+
+
+def test_config_masks_the_key(ip: TestingShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMIGO_API_KEY", "sk-very-secret-1234")
+    bundle = ip.run_cell("%amigo config").result._repr_mimebundle_()[0]
+    assert "sk-very-secret-1234" not in str(bundle)
+    assert "from AMIGO_API_KEY" in bundle["text/plain"]
+
+
+def test_fix_explains_the_last_error(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell_quietly("undefined_name + 1")
+    ip.run_cell("%amigo fix")
+    prompt = chat_requests(server)[0]["messages"][-1]["content"]
+    assert "undefined_name + 1" in prompt
+    assert "NameError" in prompt
+
+
+def test_unload_undoes_everything(ip: TestingShell) -> None:
+    ip.run_cell("%unload_ext amigo_magic")
+    assert "amigo" not in ip.magics_manager.magics["cell"]
+    assert "amigo_image" not in ip.magics_manager.magics["line"]
+    assert "Err" not in ip.user_ns
+    assert not any(type(c).__name__ == "AmigoMagics" for c in ip.configurables)
+    ip.run_cell("%load_ext amigo_magic")  # and it loads again
+    assert "amigo" in ip.magics_manager.magics["cell"]

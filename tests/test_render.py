@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 import pytest
 from markdown_it import MarkdownIt
 
-from amigo_magic import render, sanitize
+from amigo_magic import sanitize
 from amigo_magic.render import (
     AnswerState,
     answer_bundle,

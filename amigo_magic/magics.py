@@ -507,12 +507,19 @@ class AmigoMagics(Magics):
         error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
         if error is None or isinstance(error, AnswerStopped):
             return
-        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        tb = error.__traceback__
+        while tb is not None and _is_ipython_frame(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next  # the user's traceback starts at their cell, not IPython's run_code
+        trace = "".join(traceback.format_exception(type(error), error, tb))
         count = getattr(result, "execution_count", None)
         if count is not None:
             self.errors[count] = trace
         info = getattr(result, "info", None)
         self._last_error = (getattr(info, "raw_cell", "") or "", trace)
+
+
+def _is_ipython_frame(filename: str) -> bool:
+    return f"{os.sep}IPython{os.sep}" in filename
 
 
 def notebook_identity(shell: Any) -> str:

@@ -134,6 +134,7 @@ def test_interpolation_and_err(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell(f"%%amigo\nHi {{name}} {{xs[1]}}: {{Err[{failed}]}}")
     sent = chat_requests(server)[0]["messages"][-1]["content"]
     assert sent.startswith("Hi Ada 2: Traceback (most recent call last)")
+    assert "interactiveshell.py" not in sent  # starts at the user's cell
     assert "ZeroDivisionError: division by zero" in sent
 
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash .ci/setup
+bash .ci/setup --browser
 echo "== ruff, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

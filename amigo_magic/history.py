@@ -1,12 +1,11 @@
-"""Conversation history: the value types, the store interface, and the in-memory store.
+"""Conversation history: the value types, the store interface, and the request window.
 
 Value types carry no storage identity. A store keeps turns per (notebook, chat); the session
-layer is its only caller. The durable SQLite store implements the same interface.
+layer is its only caller. :class:`~amigo_magic.store.SQLiteStore` implements the interface.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from typing import Literal, Protocol
 __all__ = [
     "ChatSummary",
     "HistoryStore",
-    "MemoryStore",
     "Status",
     "StoredImage",
     "Turn",
@@ -84,43 +82,6 @@ class HistoryStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class MemoryStore:
-    """History that lives as long as the kernel."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._chats: dict[tuple[str, str], list[Turn]] = {}
-
-    def load(self, notebook: str, chat: str, *, limit: int | None = None) -> list[Turn]:
-        with self._lock:
-            turns = list(self._chats.get((notebook, chat), ()))
-        return turns if limit is None else turns[-limit:] if limit > 0 else []
-
-    def add(self, notebook: str, chat: str, turn: Turn, *, replace_cell: bool = False) -> None:
-        with self._lock:
-            turns = self._chats.setdefault((notebook, chat), [])
-            if replace_cell and turn.cell_id:
-                turns[:] = [t for t in turns if t.cell_id != turn.cell_id]
-            turns.append(turn)
-
-    def chats(self, notebook: str) -> list[ChatSummary]:
-        with self._lock:
-            found = [
-                ChatSummary(chat, len(turns), turns[-1].created)
-                for (nb, chat), turns in self._chats.items()
-                if nb == notebook and turns
-            ]
-        return sorted(found, key=lambda c: c.last_used, reverse=True)
-
-    def reset(self, notebook: str, chat: str | None = None) -> int:
-        with self._lock:
-            keys = [k for k in self._chats if k[0] == notebook and chat in (None, k[1])]
-            return sum(len(self._chats.pop(k)) for k in keys)
-
-    def close(self) -> None:
-        pass
 
 
 def window(turns: Sequence[Turn], max_turns: int) -> list[dict[str, str]]:

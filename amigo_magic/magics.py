@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from .config import Secret, Settings
+    from .history import HistoryStore
     from .render import Rich
     from .session import Answer, ChatSession
 
@@ -85,6 +86,7 @@ class AmigoMagics(Magics):
         self._notebook_model: str | None = None  # %amigo use
         self._key: Secret | None = None  # %amigo key: memory only
         self._session: ChatSession | None = None
+        self._notices: list[str] = []  # warnings to show at the next magic (e.g. history moved)
 
     # -- %%amigo ---------------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class AmigoMagics(Magics):
             cell_id=self._cell_id(),
         )
         answer = self.session.ask(prompt, options, self.settings())
+        self._show_notices()
         self._show(answer, fmt)
         return answer.text
 
@@ -256,6 +259,7 @@ class AmigoMagics(Magics):
         model = args.model or self.image_model
         options = AskOptions(chat=args.chat, model=model, cell_id=self._cell_id())
         answer = self.session.image(prompt, options, self.settings())
+        self._show_notices()
         handle = display(progress(f"drawing with {answer.model}…"), display_id=True)
         try:
             while not answer.done.wait(1.0):
@@ -308,6 +312,8 @@ class AmigoMagics(Magics):
                 ("%amigo history [-c CHAT] [-n N]", "the conversation so far"),
                 ("%amigo chats", "this notebook's named chats"),
                 ("%amigo reset [-c CHAT | --all]", "forget a chat (or all of this notebook's)"),
+                ("%amigo session [NAME]", "show or set this notebook's history name"),
+                ("%amigo export PATH [--format md|json] [-c CHAT] [--force]", "save a chat"),
                 ("%amigo fix", "ask the model to explain the last error and fix it"),
                 ("%amigo config", "effective settings (the key is never shown)"),
                 ("%amigo key", "enter an API key without echo; kept in memory only"),
@@ -364,6 +370,59 @@ class AmigoMagics(Magics):
         removed = self.session.store.reset(self.session.notebook, chat)
         which = "every chat of this notebook" if chat is None else f"chat '{chat}'"
         return notice(f"Removed {removed} turn{'s' if removed != 1 else ''} from {which}.")
+
+    def _handle_session(self, argv: list[str]) -> Rich:
+        from .render import notice
+
+        if len(argv) > 1:
+            raise UsageError(
+                "usage: %amigo session [NAME]   (shows, or sets, this notebook's name)"
+            )
+        if argv:
+            self.session.notebook = argv[0]
+            chats = self.session.store.chats(argv[0])
+            found = (
+                f"{len(chats)} chat{'s' if len(chats) != 1 else ''}" if chats else "no chats yet"
+            )
+            return notice(f"This notebook's history is now '{argv[0]}' ({found}).")
+        return notice(
+            f"This notebook's history is '{self.session.notebook}'. After renaming the "
+            "notebook, `%amigo session OLD-NAME` re-attaches its chats."
+        )
+
+    def _handle_export(self, argv: list[str]) -> Rich:
+        from pathlib import Path
+
+        from .export import to_json, to_markdown
+        from .render import notice
+
+        parser = _parser("%amigo export")
+        parser.add_argument("path")
+        parser.add_argument("--format", choices=("md", "json"), default=None)
+        parser.add_argument("-c", "--chat", default="default")
+        parser.add_argument("--force", action="store_true", help="overwrite existing files")
+        args = _parse_args(parser, argv)
+        path = Path(args.path).expanduser()
+        fmt = args.format or ("json" if path.suffix.lower() == ".json" else "md")
+        turns = self.session.store.load(self.session.notebook, args.chat)
+        if not turns:
+            raise ConfigError(f"Chat '{args.chat}' is empty: nothing to export.")
+        if fmt == "json":
+            text = to_json(turns, notebook=self.session.notebook, chat=args.chat)
+            files = {path: text.encode()}
+        else:
+            files = to_markdown(turns, chat=args.chat, path=path)
+        existing = [str(p) for p in files if p.exists()]
+        if existing and not args.force:
+            raise ConfigError(f"{existing[0]} already exists; add --force to overwrite it.")
+        for target, data in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        pictures = sum(len(t.images) for t in turns)
+        return notice(
+            f"Exported {len(turns)} turns of chat '{args.chat}' to {path}"
+            + (f" with {pictures} picture{'s' if pictures != 1 else ''}." if pictures else ".")
+        )
 
     def _handle_fix(self, argv: list[str]) -> None:
         _no_args("fix", argv)
@@ -443,14 +502,42 @@ class AmigoMagics(Magics):
     @property
     def session(self) -> ChatSession:
         if self._session is None:
-            from .history import MemoryStore
             from .runner import get_runner
             from .session import ChatSession
 
             self._session = ChatSession(
-                store=MemoryStore(), notebook=notebook_identity(self.shell), runner=get_runner()
+                store=self._open_store(),
+                notebook=notebook_identity(self.shell),
+                runner=get_runner(),
             )
         return self._session
+
+    def _open_store(self) -> HistoryStore:
+        """The history database; if it cannot be opened, memory, with a warning shown once."""
+        import sqlite3
+
+        from .store import DB_NAME, SQLiteStore, default_home
+
+        path = default_home(os.environ) / DB_NAME
+        try:
+            store = SQLiteStore(path)
+        except (OSError, sqlite3.Error) as error:
+            self._notices.append(
+                f"⚠ History cannot be saved to {path} ({error}); this kernel keeps it in memory "
+                "only. Set AMIGO_HOME to a writable folder."
+            )
+            return SQLiteStore(":memory:")
+        if store.notice:
+            self._notices.append(f"⚠ {store.notice}")
+        return store
+
+    def _show_notices(self) -> None:
+        from IPython.display import display
+
+        from .render import notice
+
+        while self._notices:
+            display(notice(self._notices.pop(0)))
 
     def settings(self) -> Settings:
         """Flag > %amigo use > trait > environment > default, resolved once per call."""

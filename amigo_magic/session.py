@@ -169,6 +169,7 @@ class ChatSession:
                 f"'{model.id}' is an image model: use %amigo_image for pictures, or pick a chat "
                 "model (`%amigo models` lists them)."
             )
+        window_size = options.max_history * 2 + 2  # room for exchanges window() leaves out
         if options.cell_id:  # a re-run cell: its earlier exchange must not be sent as context
             self.store.add(
                 self.notebook,
@@ -176,9 +177,9 @@ class ChatSession:
                 Turn("user", prompt, model=model.id, cell_id=options.cell_id),
                 replace_cell=True,
             )
-            earlier = self.store.load(self.notebook, options.chat)[:-1]
+            earlier = self.store.load(self.notebook, options.chat, limit=window_size)[:-1]
         else:
-            earlier = self.store.load(self.notebook, options.chat)
+            earlier = self.store.load(self.notebook, options.chat, limit=window_size)
             self.store.add(self.notebook, options.chat, Turn("user", prompt, model=model.id))
         messages: list[dict[str, str]] = []
         if options.system:

@@ -40,15 +40,8 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def execute(
-        self,
-        code: str,
-        *,
-        cell_id: str | None = None,
-        timeout: float = 60,
-        on_message: Callable[[dict[str, Any]], None] | None = None,
-    ) -> Execution:
-        """Run ``code`` as JupyterLab would (with the cell id in the metadata)."""
+    def submit(self, code: str, *, cell_id: str | None = None) -> str:
+        """Send ``code`` as JupyterLab would (the cell id in the metadata); return the msg id."""
         content = {
             "code": code,
             "silent": False,
@@ -61,14 +54,23 @@ class Kernel:
             "execute_request", content, metadata={"cellId": cell_id} if cell_id else {}
         )
         self.kc.shell_channel.send(msg)
-        msg_id = msg["header"]["msg_id"]
+        return str(msg["header"]["msg_id"])
+
+    def wait(
+        self,
+        msg_id: str,
+        *,
+        timeout: float = 60,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Execution:
+        """Collect the request's messages until the kernel is idle again, and its reply."""
         execution = Execution(reply={})
         deadline = time.monotonic() + timeout
         idle = False
         while not idle:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no idle after {timeout} s running {code[:60]!r}")
+                raise TimeoutError(f"no idle after {timeout} s")
             try:
                 message = self.kc.get_iopub_msg(timeout=remaining)
             except queue.Empty:
@@ -85,6 +87,18 @@ class Kernel:
             if reply["parent_header"].get("msg_id") == msg_id:
                 execution.reply = reply
                 return execution
+
+    def execute(
+        self,
+        code: str,
+        *,
+        cell_id: str | None = None,
+        timeout: float = 60,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Execution:
+        """Run ``code`` and wait for it."""
+        msg_id = self.submit(code, cell_id=cell_id)
+        return self.wait(msg_id, timeout=timeout, on_message=on_message)
 
     def interrupt(self) -> None:
         self.km.interrupt_kernel()

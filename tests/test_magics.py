@@ -6,6 +6,7 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
@@ -313,3 +314,44 @@ def test_unload_undoes_everything(ip: TestingShell) -> None:
     assert not any(type(c).__name__ == "AmigoMagics" for c in ip.configurables)
     ip.run_cell("%load_ext amigo_magic")  # and it loads again
     assert "amigo" in ip.magics_manager.magics["cell"]
+
+
+def test_unwritable_history_still_shows_the_answer_with_a_warning(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("AMIGO_HOME", str(blocker / "amigo"))  # cannot be created, even by root
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    shell = TestingShell.instance()
+    shell.display_pub = Recorder()
+    shell.run_cell("%load_ext amigo_magic")
+    try:
+        shell.run_cell("%%amigo\nstill answered?")
+        texts = [d.data["text/plain"] for d in recorder(shell).displays]
+        assert any(t.startswith("⚠ History cannot be saved") and "AMIGO_HOME" in t for t in texts)
+        assert texts[-1].startswith("Echo: still answered?")
+    finally:
+        shell.run_cell("%unload_ext amigo_magic")
+
+
+def test_session_export_and_reattach(ip: TestingShell, tmp_path: Path) -> None:
+    ip.run_cell("%%amigo\nremember me")
+    ip.run_cell("%amigo_image a fox")
+    target = tmp_path / "chat.json"
+    out = ip.run_cell(f"%amigo export {target}").result._repr_mimebundle_()[0]["text/plain"]
+    assert out == f"Exported 4 turns of chat 'default' to {target} with 1 picture."
+    with pytest.raises(ConfigError, match="already exists; add --force"):
+        ip.run_cell(f"%amigo export {target}")
+    ip.run_cell(f"%amigo export {target} --force")
+    from amigo_magic.export import turns_from_json
+
+    turns = turns_from_json(target.read_text())
+    assert [t.content for t in turns][:2] == ["remember me", "Echo: remember me"]
+    assert turns[3].images[0].data.startswith(b"\x89PNG")
+    magics = ip.magics_manager.registry["AmigoMagics"]
+    old = magics.session.notebook
+    ip.run_cell("%amigo session renamed.ipynb")
+    assert magics.session.store.load("renamed.ipynb", "default") == []
+    said = ip.run_cell(f"%amigo session {old}").result._repr_mimebundle_()[0]["text/plain"]
+    assert said == f"This notebook's history is now '{old}' (1 chat)."

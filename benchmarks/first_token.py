@@ -1,0 +1,6 @@
+NAME = "first_token"
+TITLE = "first_token"
+
+
+def run(ctx):
+    return []

@@ -1,0 +1,6 @@
+NAME = "load"
+TITLE = "load"
+
+
+def run(ctx):
+    return []

@@ -1,0 +1,6 @@
+NAME = "memory"
+TITLE = "memory"
+
+
+def run(ctx):
+    return []

@@ -1,0 +1,6 @@
+NAME = "notebook"
+TITLE = "notebook"
+
+
+def run(ctx):
+    return []

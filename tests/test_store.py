@@ -1,0 +1,154 @@
+"""The SQLite history store on a real file, the request window, and export round trips."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from amigo_magic.export import to_json, to_markdown, turns_from_json
+from amigo_magic.history import CUT_OFF_NOTE, StoredImage, Turn, window
+from amigo_magic.store import SQLiteStore
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "history.db")
+    yield store  # type: ignore[misc]
+    store.close()
+
+
+def exchange(store: SQLiteStore, prompt: str, answer: str, *, notebook: str = "nb.ipynb",
+             chat: str = "default", cell: str | None = None, status: str = "complete") -> None:  # fmt: skip
+    store.add(notebook, chat, Turn("user", prompt, cell_id=cell), replace_cell=bool(cell))
+    store.add(notebook, chat, Turn("assistant", answer, model="m", status=status, cell_id=cell))  # type: ignore[arg-type]
+
+
+def test_schema_wal_and_migrations(tmp_path: Path, db: SQLiteStore) -> None:
+    raw = sqlite3.connect(tmp_path / "history.db")
+    assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+    indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"turns_by_chat", "turns_by_time", "turns_by_cell", "images_by_turn"} <= indexes
+    raw.close()
+    SQLiteStore(tmp_path / "history.db").close()  # re-opening migrates nothing twice
+
+
+def test_turns_round_trip_with_every_field(db: SQLiteStore) -> None:
+    turn = Turn("assistant", "hi ünïcode", model="claude", status="stopped", prompt_tokens=3,
+                completion_tokens=5, seconds=1.25, cell_id="c1", created=123.5,
+                images=(StoredImage("image/png", PNG, "a fox"),), error="cut")  # fmt: skip
+    db.add("nb", "default", turn)
+    assert db.load("nb", "default") == [turn]
+
+
+def test_notebooks_and_chats_are_isolated(db: SQLiteStore) -> None:
+    exchange(db, "a", "A", notebook="one.ipynb")
+    exchange(db, "b", "B", notebook="two.ipynb")
+    exchange(db, "c", "C", notebook="one.ipynb", chat="side")
+    assert [t.content for t in db.load("one.ipynb", "default")] == ["a", "A"]
+    assert [t.content for t in db.load("two.ipynb", "default")] == ["b", "B"]
+    assert [c.name for c in db.chats("one.ipynb")] == ["side", "default"]
+    assert [c.turns for c in db.chats("one.ipynb")] == [2, 2]
+
+
+def test_rerun_cell_replaces_its_exchange(db: SQLiteStore) -> None:
+    exchange(db, "q1", "first answer", cell="cell-1")
+    exchange(db, "q2", "other", cell="cell-2")
+    exchange(db, "q1 again", "second answer", cell="cell-1")
+    assert [t.content for t in db.load("nb.ipynb", "default")] == [
+        "q2", "other", "q1 again", "second answer",
+    ]  # fmt: skip
+
+
+def test_load_limit_gives_the_newest(db: SQLiteStore) -> None:
+    for i in range(10):
+        exchange(db, f"q{i}", f"a{i}")
+    assert [t.content for t in db.load("nb.ipynb", "default", limit=3)] == ["a8", "q9", "a9"]
+
+
+def test_reset_says_how_many(db: SQLiteStore) -> None:
+    exchange(db, "a", "A", chat="x")
+    exchange(db, "b", "B", chat="y")
+    db.add("nb.ipynb", "x", Turn("assistant", "pic", images=(StoredImage("image/png", PNG, ""),)))
+    assert db.reset("nb.ipynb", "x") == 3
+    assert db.reset("nb.ipynb") == 2
+    assert db.load("nb.ipynb", "y") == []
+
+
+def _writer(path: str, name: str, count: int) -> None:
+    store = SQLiteStore(path)
+    for i in range(count):
+        store.add("shared.ipynb", "default", Turn("user", f"{name}-{i}"))
+    store.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "history.db")
+    SQLiteStore(path).close()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(path, f"w{n}", 150)) for n in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    store = SQLiteStore(path)
+    contents = {t.content for t in store.load("shared.ipynb", "default")}
+    store.close()
+    assert contents == {f"w{n}-{i}" for n in range(3) for i in range(150)}
+
+
+def test_corrupt_file_is_moved_aside_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    store = SQLiteStore(path)
+    assert store.notice is not None
+    assert "moved aside" in store.notice
+    (aside,) = tmp_path.glob("history.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"this is not a database")
+    store.add("nb", "default", Turn("user", "fresh"))
+    assert [t.content for t in store.load("nb", "default")] == ["fresh"]
+    store.close()
+
+
+def test_window_trims_and_marks_cut_off_answers() -> None:
+    turns = [
+        Turn("user", "q1"), Turn("assistant", "a1"),
+        Turn("user", "q2"), Turn("assistant", "", status="error"),  # failed, no text: left out
+        Turn("user", "q3"), Turn("assistant", "partial", status="stopped"),
+        Turn("user", "q4"),  # killed before its answer was written
+        Turn("user", "q5"), Turn("assistant", "a5"),
+    ]  # fmt: skip
+    assert window(turns, 20) == [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q3"},
+        {"role": "assistant", "content": "partial" + CUT_OFF_NOTE},
+        {"role": "user", "content": "q5"},
+        {"role": "assistant", "content": "a5"},
+    ]
+    assert [m["content"] for m in window(turns, 3)] == ["q5", "a5"]  # starts at a user turn
+    assert window(turns, 0) == []
+
+
+def test_export_json_round_trips(db: SQLiteStore) -> None:
+    exchange(db, "q", "a")
+    db.add("nb.ipynb", "default", Turn("assistant", "[1 picture]", model="flux",
+                                        images=(StoredImage("image/png", PNG, "a fox"),)))  # fmt: skip
+    turns = db.load("nb.ipynb", "default")
+    assert turns_from_json(to_json(turns, notebook="nb.ipynb", chat="default")) == turns
+
+
+def test_export_markdown_writes_pictures_beside(tmp_path: Path) -> None:
+    turns = [Turn("user", "draw"), Turn("assistant", "[1 picture]", model="flux",
+                                        images=(StoredImage("image/png", PNG, "a fox"),))]  # fmt: skip
+    files = to_markdown(turns, chat="default", path=tmp_path / "chat.md")
+    text = files[tmp_path / "chat.md"].decode()
+    assert "## You\n\ndraw" in text
+    assert "![a fox](chat_files/turn2-1.png)" in text
+    assert files[tmp_path / "chat_files" / "turn2-1.png"] == PNG

@@ -22,10 +22,17 @@ def db(tmp_path: Path) -> SQLiteStore:
     store.close()
 
 
-def exchange(store: SQLiteStore, prompt: str, answer: str, *, notebook: str = "nb.ipynb",
-             chat: str = "default", cell: str | None = None, status: str = "complete") -> None:  # fmt: skip
+def exchange(
+    store: SQLiteStore,
+    prompt: str,
+    answer: str,
+    *,
+    notebook: str = "nb.ipynb",
+    chat: str = "default",
+    cell: str | None = None,
+) -> None:
     store.add(notebook, chat, Turn("user", prompt, cell_id=cell), replace_cell=bool(cell))
-    store.add(notebook, chat, Turn("assistant", answer, model="m", status=status, cell_id=cell))  # type: ignore[arg-type]
+    store.add(notebook, chat, Turn("assistant", answer, model="m", cell_id=cell))
 
 
 def test_schema_wal_and_migrations(tmp_path: Path, db: SQLiteStore) -> None:
@@ -138,15 +145,15 @@ def test_window_trims_and_marks_cut_off_answers() -> None:
 
 def test_export_json_round_trips(db: SQLiteStore) -> None:
     exchange(db, "q", "a")
-    db.add("nb.ipynb", "default", Turn("assistant", "[1 picture]", model="flux",
-                                        images=(StoredImage("image/png", PNG, "a fox"),)))  # fmt: skip
+    fox = StoredImage("image/png", PNG, "a fox")
+    db.add("nb.ipynb", "default", Turn("assistant", "[1 picture]", model="flux", images=(fox,)))
     turns = db.load("nb.ipynb", "default")
     assert turns_from_json(to_json(turns, notebook="nb.ipynb", chat="default")) == turns
 
 
 def test_export_markdown_writes_pictures_beside(tmp_path: Path) -> None:
-    turns = [Turn("user", "draw"), Turn("assistant", "[1 picture]", model="flux",
-                                        images=(StoredImage("image/png", PNG, "a fox"),))]  # fmt: skip
+    fox = StoredImage("image/png", PNG, "a fox")
+    turns = [Turn("user", "draw"), Turn("assistant", "[1 picture]", model="flux", images=(fox,))]
     files = to_markdown(turns, chat="default", path=tmp_path / "chat.md")
     text = files[tmp_path / "chat.md"].decode()
     assert "## You\n\ndraw" in text

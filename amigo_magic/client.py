@@ -80,32 +80,38 @@ class HTTPClient:
     def build(
         self,
         url: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
         headers: Mapping[str, str],
         *,
         timeout: float | None = None,
     ) -> httpx.Request:
-        """A POST of ``body`` as JSON; ``timeout`` replaces the read timeout (image calls)."""
+        """A POST of ``body`` as JSON (a GET when ``body`` is None); ``timeout`` replaces the
+        read timeout (image calls, model lists)."""
         extensions = {}
         if timeout is not None:
             t = self.settings.timeouts
             extensions["timeout"] = httpx.Timeout(
-                connect=t.connect, read=timeout, write=t.write, pool=t.connect
+                connect=min(t.connect, timeout), read=timeout, write=t.write, pool=t.connect
             ).as_dict()
+        method = "GET" if body is None else "POST"
+        content = None if body is None else json.dumps(body).encode()
         request = self._client.build_request(
-            "POST", url, content=json.dumps(body).encode(), headers=headers, extensions=extensions
+            method, url, content=content, headers=headers, extensions=extensions
         )
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("POST %s headers=%s", url, self._redact(dict(request.headers)))
+            log.debug("%s %s headers=%s", method, url, self._redact(dict(request.headers)))
         return request
 
-    async def stream_events(self, build: Callable[[], httpx.Request]) -> AsyncIterator[Event]:
-        """Events of a streamed chat answer (SSE, or a whole JSON reply if the server sent one)."""
-        async for event in self._attempts(build, self._read_events):
-            yield event
+    def stream_events(self, build: Callable[[], httpx.Request]) -> AsyncIterator[Event]:
+        """Events of a streamed chat answer (SSE, or a whole JSON reply if the server sent one).
 
-    async def post_json(self, build: Callable[[], httpx.Request]) -> Any:
-        """The parsed JSON body of a successful POST."""
+        The retry loop's own generator, not a wrapper around it: every layer of ``async for``
+        costs each chunk of the answer a resumption.
+        """
+        return self._attempts(build, self._read_events)
+
+    async def request_json(self, build: Callable[[], httpx.Request]) -> Any:
+        """The parsed JSON body of a successful request."""
         async for payload in self._attempts(build, self._read_json):
             return payload
         raise InvalidResponseError(f"{self.service} sent an empty reply.", service=self.service)
@@ -189,17 +195,22 @@ class HTTPClient:
                 yield event
             return
         decoder = SSEDecoder()
+        feed, loads = decoder.feed, json.loads  # the loop below runs once per chunk: keep it flat
         ended = False
         finished = False
         malformed = 0
         async for chunk in response.aiter_bytes():
-            for sse in decoder.feed(chunk):
-                if sse.data == "[DONE]":
+            for sse in feed(chunk):
+                data = sse.data
+                if data == "[DONE]":
                     ended = True
                     break
-                events, bad = _parse_data(sse.data)
-                malformed += bad
-                for event in events:
+                try:
+                    payload = loads(data)
+                except ValueError:
+                    malformed += 1
+                    continue
+                for event in parse_chunk(payload):
                     if type(event) is Finish:
                         finished = True
                     yield event

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_DEVICE_VERSION",
     "SITE_URL",
+    "Endpoint",
     "RetryPolicy",
     "Secret",
     "Settings",
@@ -81,6 +82,20 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A named OpenAI-compatible server (Ollama, vLLM, LM Studio, llama.cpp, OpenAI, …).
+
+    ``key`` is read from the environment variable ``key_env`` each time settings are resolved:
+    it is never kept in configuration or shown.
+    """
+
+    name: str
+    url: str
+    key_env: str | None = None
+    key: Secret | None = field(default=None, repr=False, compare=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a backend needs to talk to its server."""
 
@@ -93,6 +108,8 @@ class Settings:
     proxy: str | None = None
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
+    endpoints: tuple[Endpoint, ...] = ()
+    local_model: str | None = None  # a GGUF file; None: the SmolLM2 of the [local] extra
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -106,6 +123,8 @@ class Settings:
             values["model"] = env["AMIGO_MODEL"]
         if env.get("AMIGO_DEVICE_VERSION"):
             values["device_version"] = env["AMIGO_DEVICE_VERSION"]
+        if env.get("AMIGO_LOCAL_MODEL"):
+            values["local_model"] = env["AMIGO_LOCAL_MODEL"]
         values.update(overrides)
         return cls(**values).validated()
 
@@ -122,6 +141,12 @@ class Settings:
             )
         if isinstance(self.api_key, str):  # a plain string slipped in: wrap it
             object.__setattr__(self, "api_key", Secret(self.api_key))
+        for endpoint in self.endpoints:
+            if not endpoint.url.startswith(("http://", "https://")):
+                raise ConfigError(
+                    f"Endpoint '{endpoint.name}' has the URL '{endpoint.url}': it must start with "
+                    "http:// or https:// (e.g. http://127.0.0.1:11434/v1)."
+                )
         if self.retry.attempts < 1:
             raise ConfigError("retry attempts must be at least 1.")
         for name in ("connect", "read", "write", "image"):

@@ -268,6 +268,13 @@ def error_for_status(
             f"{service} refused the app version{version} ({words}). Set AMIGO_DEVICE_VERSION "
             "to the web app's current version.",
         )
+    if "context" in lowered and any(w in lowered for w in ("exceed", "too long", "length")):
+        return make(
+            BadRequestError,
+            f"{service} says the conversation is longer than the model's context window "
+            f"({words}). Shorten the prompt, send less history (`--no-history`, `%amigo reset`) "
+            "or lower --max-tokens.",
+        )
     if status == 413:
         return make(
             BadRequestError,

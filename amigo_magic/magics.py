@@ -18,21 +18,21 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Enum, Float, Int, Unicode
+from traitlets import Dict, Enum, Float, Int, Unicode
 
 from .errors import AmigoError, ConfigError
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-    from .config import Secret, Settings
+    from .config import Endpoint, Secret, Settings
     from .history import HistoryStore
     from .render import Rich
     from .session import Answer, ChatSession
 
-__all__ = ["AmigoMagics", "AnswerStopped", "load", "unload"]
+__all__ = ["AmigoMagics", "AnswerStopped", "current", "load", "unload"]
 
 FORMATS = ("markdown", "text", "code", "html", "json")
 _FORMAT_HINTS = {
@@ -75,6 +75,16 @@ class AmigoMagics(Magics):
     image_timeout = Float(300.0, help="Seconds one image request may take.").tag(config=True)
     throttle = Float(
         0.05, help="Least seconds between display updates while an answer streams."
+    ).tag(config=True)
+    endpoints = Dict(
+        {},
+        help="Named OpenAI-compatible servers, used as --model NAME:MODEL, e.g. "
+        "{'ollama': {'url': 'http://127.0.0.1:11434/v1'}, "
+        "'openai': {'url': 'https://api.openai.com/v1', 'key_env': 'OPENAI_API_KEY'}}. "
+        "Keys are read from the named environment variable at each call, never stored.",
+    ).tag(config=True)
+    local_model_path = Unicode(
+        "", help="GGUF file for --model local. Empty: $AMIGO_LOCAL_MODEL, else SmolLM2-135M."
     ).tag(config=True)
 
     shell: InteractiveShell  # always given: load() passes it
@@ -284,6 +294,29 @@ class AmigoMagics(Magics):
         if answer.error is not None:
             raise answer.error
 
+    # -- %amigo_panel ----------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-c", "--chat", default="default", help="the chat to open")
+    @argument("-m", "--model", help="model selected in the picker")
+    @line_magic
+    def amigo_panel(self, line: str) -> Any:
+        """Open the chat panel: a model picker, the chat's transcript, Send, Stop, Clear, Export.
+
+        It shares this notebook's chats with %%amigo cells; sending never blocks the kernel.
+
+        Examples::
+
+            %amigo_panel
+            %amigo_panel --chat review -m claude
+        """
+        from .panel import ChatPanel
+
+        args = self._parse(self.amigo_panel, line, "%amigo_panel")
+        return ChatPanel(
+            session=self.session, settings=self.settings, chat=args.chat, model=args.model
+        )
+
     # -- %amigo subcommands --------------------------------------------------------------------
 
     def _subcommand(self, line: str) -> Any:
@@ -308,7 +341,9 @@ class AmigoMagics(Magics):
                 ("%%amigo [options]", "ask; the cell body is the prompt (%%amigo? lists options)"),
                 ("%amigo_image PROMPT", "draw a picture inline (-m flux | dalle | recraft …)"),
                 ("%amigo models", "every model and alias; * marks the default"),
-                ("%amigo use MODEL", "make MODEL this notebook's default"),
+                ("%amigo use MODEL", "make MODEL this notebook's default (local, NAME:MODEL, …)"),
+                ("%amigo endpoint add NAME URL [--key-env VAR]", "an OpenAI-compatible server"),
+                ("%amigo endpoint list | remove NAME", "the named endpoints"),
                 ("%amigo history [-c CHAT] [-n N]", "the conversation so far"),
                 ("%amigo chats", "this notebook's named chats"),
                 ("%amigo reset [-c CHAT | --all]", "forget a chat (or all of this notebook's)"),
@@ -322,25 +357,72 @@ class AmigoMagics(Magics):
             ]
         )
 
-    def _handle_models(self, argv: list[str]) -> Rich:
+    def _handle_models(self, argv: list[str]) -> Any:
+        from IPython.display import display
+
         from . import catalog
-        from .render import models_table
+        from .render import endpoint_models_table, models_table
 
         _no_args("models", argv)
-        default = catalog.resolve(self.settings().model).id
-        return models_table(catalog.MODELS, catalog.ALIASES, default=default)
+        settings = self.settings()
+        default = settings.model or catalog.DEFAULT_MODEL
+        display(models_table(catalog.MODELS, catalog.ALIASES, default=default))
+        listing = self.session.list_models(settings)
+        return endpoint_models_table(listing, default=default)
+
+    def _handle_endpoint(self, argv: list[str]) -> Rich:
+        from .config import Settings
+        from .render import config_table, notice
+
+        parser = _parser("%amigo endpoint")
+        verbs = parser.add_subparsers(dest="verb", required=True)
+        add = verbs.add_parser("add", add_help=False)
+        add.add_argument("name")
+        add.add_argument("url")
+        add.add_argument("--key-env", help="environment variable holding the key")
+        remove = verbs.add_parser("remove", add_help=False)
+        remove.add_argument("name")
+        verbs.add_parser("list", add_help=False)
+        args = _parse_args(parser, argv)
+        if args.verb == "list":
+            if not self.endpoints:
+                return notice("No endpoints yet: %amigo endpoint add NAME URL [--key-env VAR]")
+            rows = []
+            for e in _endpoints(self.endpoints):
+                key = f"${e.key_env} ({'set' if e.key else 'not set'})" if e.key_env else "none"
+                rows.append((e.name, e.url, key))
+            return config_table(rows, headers=("endpoint", "url", "key"))
+        if args.verb == "remove":
+            if args.name not in self.endpoints:
+                raise ConfigError(f"No endpoint named '{args.name}'.")
+            self.endpoints = {k: v for k, v in self.endpoints.items() if k != args.name}
+            return notice(f"Removed endpoint '{args.name}'.")
+        if not args.name.isidentifier():
+            raise ConfigError(
+                "An endpoint name is one word of letters, digits and _ (e.g. ollama)."
+            )
+        spec = {"url": args.url, **({"key_env": args.key_env} if args.key_env else {})}
+        Settings(endpoints=tuple(_endpoints({args.name: spec})))  # validates the URL
+        self.endpoints = {**self.endpoints, args.name: spec}
+        return notice(
+            f"Endpoint '{args.name}' added for this kernel: use --model {args.name}:MODEL. "
+            f"To keep it, put c.AmigoMagics.endpoints = {{{args.name!r}: {spec!r}}} in "
+            "ipython_config.py."
+        )
 
     def _handle_use(self, argv: list[str]) -> Rich:
-        from . import catalog
         from .render import notice
+        from .routing import resolve_target
 
         if len(argv) != 1:
             raise UsageError("usage: %amigo use MODEL   (e.g. %amigo use claude)")
-        model = catalog.resolve(argv[0])
-        if model.kind != "chat":
-            raise ConfigError(f"'{model.id}' draws pictures: set AmigoMagics.image_model instead.")
-        self._notebook_model = model.id
-        return notice(f"This notebook now asks {model.id} ({model.description}).")
+        target = resolve_target(argv[0], self.settings())
+        if target.kind == "image":
+            raise ConfigError(
+                f"'{target.label}' draws pictures: set AmigoMagics.image_model instead."
+            )
+        self._notebook_model = argv[0] if target.backend != "amigo" else target.model
+        return notice(f"This notebook now asks {target.label}.")
 
     def _handle_history(self, argv: list[str]) -> Rich:
         from .render import transcript
@@ -558,6 +640,9 @@ class AmigoMagics(Magics):
             changes["model"] = self._notebook_model
         if self._key is not None:
             changes["api_key"] = self._key
+        if self.local_model_path:
+            changes["local_model"] = self.local_model_path
+        changes["endpoints"] = tuple(_endpoints(self.endpoints))
         return Settings.from_env(os.environ, **changes)
 
     def _parse(self, func: Callable[..., Any], line: str, name: str) -> argparse.Namespace:
@@ -622,6 +707,21 @@ def notebook_identity(shell: Any) -> str:
     return f"kernel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _endpoints(configured: dict[str, Any]) -> list[Endpoint]:
+    """The ``endpoints`` trait as Endpoints, each key read from its variable now."""
+    from .config import Endpoint, Secret
+
+    found = []
+    for name, spec in configured.items():
+        spec = {"url": spec} if isinstance(spec, str) else dict(spec)
+        if "url" not in spec:
+            raise ConfigError(f"AmigoMagics.endpoints['{name}'] needs a 'url'.")
+        key_env = spec.get("key_env") or None
+        key = os.environ.get(key_env) if key_env else None
+        found.append(Endpoint(name, str(spec["url"]), key_env, Secret(key) if key else None))
+    return found
+
+
 def _update(handle: Any, bundle: tuple[dict[str, Any], dict[str, Any]]) -> None:
     data, metadata = bundle
     handle.update(data, metadata=metadata, raw=True)
@@ -667,6 +767,20 @@ def _no_args(verb: str, argv: list[str]) -> None:
 
 
 _loaded: dict[int, AmigoMagics] = {}
+
+
+def current(shell: InteractiveShell | None = None) -> AmigoMagics:
+    """The loaded extension's magics for ``shell`` (default: the running IPython), loading the
+    extension first if needed — how ``ChatPanel()`` finds the notebook's session."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None:
+            raise ConfigError("ChatPanel needs IPython or Jupyter: run it in a notebook.")
+    if id(shell) not in _loaded:
+        load(shell)
+    return _loaded[id(shell)]
 
 
 def load(shell: InteractiveShell) -> None:

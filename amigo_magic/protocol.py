@@ -24,6 +24,7 @@ __all__ = [
     "Image",
     "ImageResult",
     "Message",
+    "Progress",
     "StreamWarning",
     "TextDelta",
     "Usage",
@@ -86,7 +87,14 @@ class StreamWarning:
     message: str
 
 
-Event = TextDelta | Usage | Finish | StreamWarning
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The backend is busy before its first token (e.g. "loading" a local model)."""
+
+    phase: str
+
+
+Event = TextDelta | Usage | Finish | StreamWarning | Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,29 +179,44 @@ def parse_chunk(payload: Any) -> list[Event]:
     """One streamed chunk (the JSON of an SSE ``data`` field) → events.
 
     A role-only first chunk yields nothing; usage chunks may have empty ``choices``.
+    This runs once per chunk of every answer, so the usual chunk (text only) takes the shortest
+    path.
     """
-    message = in_band_error(payload)
-    if message is not None:
-        raise StreamError(f"The server sent an error in the middle of the answer: {message}")
     if not isinstance(payload, dict):
         return []
-    events: list[Event] = []
+    if payload.get("error"):  # in_band_error's test, inline
+        message = in_band_error(payload)
+        raise StreamError(f"The server sent an error in the middle of the answer: {message}")
     choices = payload.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+    usage = payload.get("usage")
+    events: list[Event] = []
+    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
         choice = choices[0]
         delta = choice.get("delta")
         text = delta.get("content") if isinstance(delta, dict) else None
         if text is None:
             text = choice.get("text")
-        if isinstance(text, str) and text:
-            events.append(TextDelta(text))
         reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason:
+        if text and isinstance(text, str):
+            if reason is None and usage is None:
+                return [_text_delta(text)]  # the usual chunk
+            events.append(TextDelta(text))
+        if reason and isinstance(reason, str):
             events.append(Finish(reason))
-    usage = payload.get("usage")
     if isinstance(usage, dict):
         events.append(_usage(usage))
     return events
+
+
+def _text_delta(text: str) -> TextDelta:
+    """``TextDelta(text)`` without the frozen dataclass's ``object.__setattr__`` (hot path)."""
+    event: TextDelta = _new(TextDelta)
+    _set_text(event, text)
+    return event
+
+
+_new = object.__new__
+_set_text = TextDelta.__dict__["text"].__set__
 
 
 def parse_completion(payload: Any) -> list[Event]:

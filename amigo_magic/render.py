@@ -29,6 +29,7 @@ from .sanitize import (
 if TYPE_CHECKING:
     from .catalog import Alias, Model
     from .history import ChatSummary, Turn
+    from .session import ModelSource
 
 __all__ = [
     "AnswerFormat",
@@ -38,6 +39,7 @@ __all__ = [
     "answer_bundle",
     "chats_table",
     "config_table",
+    "endpoint_models_table",
     "extract_code",
     "help_table",
     "image_bundle",
@@ -305,8 +307,25 @@ def help_table(rows: Sequence[tuple[str, str]]) -> Rich:
     return _table(("command", "what it does"), rows)
 
 
-def config_table(rows: Sequence[tuple[str, str]]) -> Rich:
-    return _table(("setting", "value"), rows)
+def config_table(
+    rows: Sequence[tuple[str, ...]], headers: Sequence[str] = ("setting", "value")
+) -> Rich:
+    return _table(headers, rows)
+
+
+def endpoint_models_table(sources: Sequence[ModelSource], *, default: str) -> Rich:
+    """The local model and each endpoint's live models; a server that is down says why."""
+    rows: list[tuple[str, str, str]] = []
+    for source in sources:
+        if source.error:
+            label = source.name if source.name == "local" else f"{source.name}:…"
+            rows.append((f"  {label}", source.where, f"unavailable: {source.error}"))
+        for model in source.models:
+            mark = "* " if model == default else "  "
+            rows.append(
+                (mark + model, source.where, "live" if source.name != "local" else "offline")
+            )
+    return _table(("model", "where", "status"), rows)
 
 
 def models_table(models: Sequence[Model], aliases: Mapping[str, Alias], *, default: str) -> Rich:

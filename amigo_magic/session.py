@@ -19,18 +19,17 @@ from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from . import catalog
-from .backends.amigo import AmigoBackend
 from .backends.base import Backend, ChatRequest, ImageRequest
 from .client import HTTPClient
 from .config import Settings
 from .errors import AmigoError, ConfigError, InvalidResponseError
 from .history import HistoryStore, Status, StoredImage, Turn, window
-from .protocol import ChatParams, Finish, Image, StreamWarning, TextDelta, Usage
+from .protocol import ChatParams, Finish, Image, Progress, StreamWarning, TextDelta, Usage
 from .render import AnswerState
+from .routing import Target, resolve_target
 from .runner import Runner
 
-__all__ = ["Answer", "AskOptions", "ChatSession", "ImageAnswer"]
+__all__ = ["Answer", "AskOptions", "ChatSession", "ImageAnswer", "ModelSource"]
 
 log = logging.getLogger("amigo_magic.session")
 
@@ -137,6 +136,16 @@ class ImageAnswer:
             self.future.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Models a backend offers right now: an endpoint's live list, or the local model."""
+
+    name: str
+    where: str
+    models: tuple[str, ...] = ()
+    error: str | None = None
+
+
 class ChatSession:
     """One notebook's conversations, on one store, through pooled backends."""
 
@@ -146,13 +155,13 @@ class ChatSession:
         store: HistoryStore,
         notebook: str,
         runner: Runner,
-        backend_factory: Callable[[Settings], Backend] | None = None,
+        backend_factory: Callable[[Target, Settings], Backend] | None = None,
     ) -> None:
         self.store = store
         self.notebook = notebook
         self._runner = runner
-        self._factory = backend_factory or (lambda settings: AmigoBackend(settings))
-        self._backends: dict[Settings, Backend] = {}
+        self._factory = backend_factory or _make_backend
+        self._backends: dict[object, Backend] = {}
         self._downloads: dict[Settings, HTTPClient] = {}
         runner.on_close(self.aclose)
 
@@ -163,42 +172,47 @@ class ChatSession:
 
         Raises at once (before any request) for an unknown model or an image model.
         """
-        model = catalog.resolve(options.model or settings.model)
-        if model.kind != "chat":
+        target = resolve_target(options.model, settings)
+        if target.kind == "image":
             raise ConfigError(
-                f"'{model.id}' is an image model: use %amigo_image for pictures, or pick a chat "
-                "model (`%amigo models` lists them)."
+                f"'{target.label}' is an image model: use %amigo_image for pictures, or pick a "
+                "chat model (`%amigo models` lists them)."
             )
         window_size = options.max_history * 2 + 2  # room for exchanges window() leaves out
         if options.cell_id:  # a re-run cell: its earlier exchange must not be sent as context
             self.store.add(
                 self.notebook,
                 options.chat,
-                Turn("user", prompt, model=model.id, cell_id=options.cell_id),
+                Turn("user", prompt, model=target.label, cell_id=options.cell_id),
                 replace_cell=True,
             )
             earlier = self.store.load(self.notebook, options.chat, limit=window_size)[:-1]
         else:
             earlier = self.store.load(self.notebook, options.chat, limit=window_size)
-            self.store.add(self.notebook, options.chat, Turn("user", prompt, model=model.id))
+            self.store.add(self.notebook, options.chat, Turn("user", prompt, model=target.label))
         messages: list[dict[str, str]] = []
         if options.system:
             messages.append({"role": "system", "content": options.system})
         if options.use_history:
             messages += window(earlier, options.max_history)
         messages.append({"role": "user", "content": prompt})
-        answer = Answer(model=model.id, chat=options.chat)
-        request = ChatRequest(model.id, messages, options.params)
+        answer = Answer(model=target.label, chat=options.chat)
+        request = ChatRequest(target.model, messages, options.params)
         answer.future = self._runner.submit(
-            self._stream(answer, request, settings, options.cell_id)
+            self._stream(answer, request, target, settings, options.cell_id)
         )
         return answer
 
     async def _stream(
-        self, answer: Answer, request: ChatRequest, settings: Settings, cell_id: str | None
+        self,
+        answer: Answer,
+        request: ChatRequest,
+        target: Target,
+        settings: Settings,
+        cell_id: str | None,
     ) -> None:
         try:
-            backend = self._backend(settings)
+            backend = self._backend(target, settings)
             async with aclosing(backend.chat(request)) as events:
                 async for event in events:
                     kind = type(event)
@@ -215,6 +229,9 @@ class ChatSession:
                         answer.finish_reason = event.reason  # type: ignore[union-attr]
                     elif kind is StreamWarning:
                         answer.warnings.append(event.message)  # type: ignore[union-attr]
+                    elif kind is Progress and answer.chunks == 0:
+                        answer.phase = event.phase  # type: ignore[union-attr]
+                        answer.changed.set()
             answer.phase = "done"
         except asyncio.CancelledError:
             answer.phase = "stopped"
@@ -253,10 +270,10 @@ class ChatSession:
 
     def image(self, prompt: str, options: AskOptions, settings: Settings) -> ImageAnswer:
         """Generate pictures for ``prompt``; fetch them to bytes; record the turn."""
-        model = catalog.resolve(options.model or "flux")
-        if model.kind != "image":
+        target = resolve_target(options.model or "flux", settings)
+        if target.kind == "chat":
             raise ConfigError(
-                f"'{model.id}' is a chat model: use %%amigo for text, or pick an image model "
+                f"'{target.label}' is a chat model: use %%amigo for text, or pick an image model "
                 "(flux, dalle, recraft, …)."
             )
         if not prompt.strip():
@@ -264,17 +281,20 @@ class ChatSession:
         self.store.add(
             self.notebook,
             options.chat,
-            Turn("user", prompt, model=model.id, cell_id=options.cell_id),
+            Turn("user", prompt, model=target.label, cell_id=options.cell_id),
             replace_cell=bool(options.cell_id),
         )
-        answer = ImageAnswer(model=model.id, chat=options.chat, prompt=prompt)
-        answer.future = self._runner.submit(self._draw(answer, settings, options.cell_id))
+        answer = ImageAnswer(model=target.label, chat=options.chat, prompt=prompt)
+        answer.future = self._runner.submit(self._draw(answer, target, settings, options.cell_id))
         return answer
 
-    async def _draw(self, answer: ImageAnswer, settings: Settings, cell_id: str | None) -> None:
+    async def _draw(
+        self, answer: ImageAnswer, target: Target, settings: Settings, cell_id: str | None
+    ) -> None:
         status: Status = "complete"
         try:
-            result = await self._backend(settings).image(ImageRequest(answer.model, answer.prompt))
+            backend = self._backend(target, settings)
+            result = await backend.image(ImageRequest(target.model, answer.prompt))
             for image in result.images:
                 answer.images.append(await self._fetch(image, answer.prompt, settings))
         except asyncio.CancelledError:
@@ -339,12 +359,50 @@ class ChatSession:
             )
         return StoredImage(_sniff(data, f"the picture at {_host(url)}"), data, alt)
 
+    # -- model lists -----------------------------------------------------------------------------
+
+    def list_models(self, settings: Settings) -> list[ModelSource]:
+        """The local model and every endpoint's live models, fetched at once; a server that is
+        down is listed with its error, without holding up the rest."""
+        return self._runner.call(self._list_models(settings))
+
+    async def _list_models(self, settings: Settings) -> list[ModelSource]:
+        from .backends.local import default_model_path
+        from .backends.openai import OpenAIBackend
+
+        async def one(target: Target) -> ModelSource:
+            endpoint = target.endpoint
+            assert endpoint is not None
+            backend = self._backend(target, settings)
+            assert isinstance(backend, OpenAIBackend)
+            try:
+                models = await backend.models()
+            except AmigoError as error:
+                return ModelSource(endpoint.name, endpoint.url, error=str(error))
+            return ModelSource(
+                endpoint.name, endpoint.url, tuple(f"{endpoint.name}:{m}" for m in models)
+            )
+
+        targets = [Target("openai", "", e.name, "any", e) for e in settings.endpoints]
+        sources = list(await asyncio.gather(*(one(t) for t in targets)))
+        try:
+            where = settings.local_model or str(default_model_path())
+            local = ModelSource("local", where, ("local",))
+        except ConfigError as error:
+            local = ModelSource("local", "not installed", error=str(error))
+        return [local, *sources]
+
     # -- lifetime ------------------------------------------------------------------------------
 
-    def _backend(self, settings: Settings) -> Backend:
-        backend = self._backends.get(settings)
+    def _backend(self, target: Target, settings: Settings) -> Backend:
+        """The pooled backend for ``target``; the local model is one per kernel, whatever the
+        other settings, so it loads once."""
+        key: object = (target.backend, target.endpoint, settings)
+        if target.backend == "local":
+            key = ("local", target.model)
+        backend = self._backends.get(key)
         if backend is None:
-            backend = self._backends[settings] = self._factory(settings)
+            backend = self._backends[key] = self._factory(target, settings)
         return backend
 
     async def aclose(self) -> None:
@@ -355,6 +413,21 @@ class ChatSession:
             await backend.aclose()
         for client in downloads.values():
             await client.aclose()
+
+
+def _make_backend(target: Target, settings: Settings) -> Backend:
+    if target.backend == "openai":
+        from .backends.openai import OpenAIBackend
+
+        assert target.endpoint is not None
+        return OpenAIBackend(settings, target.endpoint)
+    if target.backend == "local":
+        from .backends.local import LocalBackend
+
+        return LocalBackend(target.model or None)
+    from .backends.amigo import AmigoBackend
+
+    return AmigoBackend(settings)
 
 
 def _sniff(data: bytes, what: str) -> str:

@@ -52,18 +52,42 @@ class SSEDecoder:
         if self._partial:
             chunk = self._partial + chunk
             self._partial = b""
-        # bytes.splitlines breaks on \n, \r and \r\n only (unlike str.splitlines).
-        lines = chunk.splitlines(keepends=True)
-        last = lines[-1]
-        if last[-1:] not in (b"\n", b"\r"):
+        elif (
+            chunk[:6] == b"data: "
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk[-1:] == b"\n"
+            and chunk.find(b"\r") < 0
+        ):
+            # The hot path: a server that frames each event as its own chunk,
+            # b"data: <json>\n\n" — one event, no need to split lines.
+            self._data.append(chunk[6:-2].decode("utf-8", "replace"))
+            event = self._dispatch()
+            return [event] if event is not None else []
+        if b"\r" in chunk:
+            # bytes.splitlines breaks on \n, \r and \r\n only (unlike str.splitlines).
+            lines = chunk.splitlines(keepends=True)
+            last = lines[-1]
+            if last[-1:] not in (b"\n", b"\r"):
+                self._partial = lines.pop()
+            elif last[-1:] == b"\r":
+                self._skip_lf = True
+            lines = [line.rstrip(b"\r\n") for line in lines]
+        else:  # the usual case: LF only; the piece after the last LF is the partial line
+            lines = chunk.split(b"\n")
             self._partial = lines.pop()
-        elif last[-1:] == b"\r":
-            self._skip_lf = True
         events: list[ServerSentEvent] = []
         for line in lines:
-            event = self._line(line.rstrip(b"\r\n"))
-            if event is not None:
-                events.append(event)
+            # The hot path, one per chunk of an answer: "data: <json>" and the blank line.
+            if line[:5] == b"data:":
+                self._data.append(
+                    (line[6:] if line[5:6] == b" " else line[5:]).decode("utf-8", "replace")
+                )
+            elif line:
+                self._line(line)
+            else:
+                event = self._dispatch()
+                if event is not None:
+                    events.append(event)
         return events
 
     def close(self) -> list[ServerSentEvent]:
@@ -101,11 +125,25 @@ class SSEDecoder:
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        if not self._data and self._event is None and self._retry is None:
+        data = self._data
+        if not data and self._event is None and self._retry is None:
             return None
-        event = ServerSentEvent("\n".join(self._data), self._event, self._id, self._retry)
+        event = _new_event(ServerSentEvent)
+        _set_data(event, data[0] if len(data) == 1 else "\n".join(data))
+        _set_event(event, self._event)
+        _set_id(event, self._id)
+        _set_retry(event, self._retry)
         # the last event id persists across events, as the spec says; the rest resets
         self._data = []
         self._event = None
         self._retry = None
         return event
+
+
+# Building the frozen dataclass through its __init__ costs four object.__setattr__ calls; on the
+# hot path (one event per chunk of an answer) the slot descriptors set the fields directly.
+_new_event = object.__new__
+_set_data = ServerSentEvent.__dict__["data"].__set__
+_set_event = ServerSentEvent.__dict__["event"].__set__
+_set_id = ServerSentEvent.__dict__["id"].__set__
+_set_retry = ServerSentEvent.__dict__["retry"].__set__

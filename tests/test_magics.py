@@ -273,10 +273,11 @@ def test_image_url_404_is_a_clear_error(ip: TestingShell, server: AmigoServer) -
 
 
 def test_subcommands(ip: TestingShell, server: AmigoServer) -> None:
-    models = ip.run_cell("%amigo models").result
-    text = models._repr_mimebundle_()[0]["text/plain"]
-    assert "claude-3-5-sonnet-20241022" in text
-    assert "* gpt-4o-mini" in text
+    live = ip.run_cell("%amigo models").result._repr_mimebundle_()[0]["text/plain"]
+    catalogue = recorder(ip).displays[-1].data["text/plain"]
+    assert "claude-3-5-sonnet-20241022" in catalogue
+    assert "* gpt-4o-mini" in catalogue
+    assert "  local " in live  # the embedded model's row, installed or not
     ip.run_cell("%amigo use claude")
     ip.run_cell("%%amigo\nhello")
     assert chat_requests(server)[0]["model"] == "claude-3-5-sonnet-20241022"

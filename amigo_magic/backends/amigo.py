@@ -79,7 +79,7 @@ class AmigoBackend:
             async for event in self._http.stream_events(build):
                 yield event
         else:
-            for event in parse_completion(await self._http.post_json(build)):
+            for event in parse_completion(await self._http.request_json(build)):
                 yield event
 
     async def image(self, request: ImageRequest) -> ImageResult:
@@ -99,7 +99,7 @@ class AmigoBackend:
                 timeout=self.settings.timeouts.image,
             )
 
-        payload = await self._http.post_json(build)
+        payload = await self._http.request_json(build)
         return parse_image_reply(payload, prompt=request.prompt, model=model.id)
 
     async def aclose(self) -> None:

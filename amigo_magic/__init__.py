@@ -19,6 +19,7 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    EmptyAnswerError,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -30,6 +31,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .panel import ChatPanel
     from .protocol import Message
     from .provider import AmigoChat, ImageResponse
 
@@ -45,7 +47,9 @@ __all__ = [
     "AppVersionError",
     "AuthenticationError",
     "BadRequestError",
+    "ChatPanel",
     "ConfigError",
+    "EmptyAnswerError",
     "ImageResponse",
     "InvalidResponseError",
     "Message",
@@ -63,6 +67,7 @@ __all__ = [
 
 _LAZY = {
     "AmigoChat": ".provider",
+    "ChatPanel": ".panel",
     "ImageResponse": ".provider",
     "Message": ".protocol",
 }

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
+import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ from .errors import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    EmptyAnswerError,
     InvalidResponseError,
     RateLimitError,
     StreamError,
@@ -71,6 +75,7 @@ class HTTPClient:
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect),
             proxy=settings.proxy,
             transport=transport,
+            verify=default_ssl_context(),
             follow_redirects=False,  # an API that redirects a POST is misconfigured: say so
         )
 
@@ -199,7 +204,9 @@ class HTTPClient:
         ended = False
         finished = False
         malformed = 0
+        empty = True
         async for chunk in response.aiter_bytes():
+            empty = False
             for sse in feed(chunk):
                 data = sse.data
                 if data == "[DONE]":
@@ -230,6 +237,12 @@ class HTTPClient:
             yield StreamWarning(
                 f"{malformed} malformed chunk{'s' if malformed > 1 else ''} from {self.service} "
                 "skipped; the answer may miss a few words."
+            )
+        if empty:
+            raise EmptyAnswerError(
+                f"{self.service} accepted the request but sent no answer at all. The server may "
+                "have failed on it (its log says why); try again or shorten the prompt.",
+                service=self.service,
             )
         if not ended and not finished:
             raise StreamError(
@@ -345,6 +358,19 @@ class HTTPClient:
     def _redact_text(self, text: str) -> str:
         key = self.settings.api_key
         return text.replace(key.reveal(), "***") if key and key.reveal() else text
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's own verifying context (``verify=True``), built once per CA setting and shared.
+
+    Building one reads the whole CA bundle (~20 ms); every HTTPClient used to pay that again.
+    """
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # reads the same two variables
 
 
 def _parse_data(data: str) -> tuple[list[Event], int]:

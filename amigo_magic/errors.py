@@ -19,6 +19,7 @@
         │   └── APITimeoutError         connect, first byte or between chunks took too long
         ├── InvalidResponseError    a success status with a body we cannot read
         └── StreamError             the answer broke off mid-way or carried an error event
+            └── EmptyAnswerError        a success status with an empty stream
 
 Messages are built here, once: what failed, the status, the server's own words, what to do.
 Nothing in this module knows a key; callers redact before the server's words reach it.
@@ -40,6 +41,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
+    "EmptyAnswerError",
     "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -197,6 +199,11 @@ class StreamError(APIError):
     def __init__(self, message: str, *, partial: str = "", service: str = "AmigoChat") -> None:
         super().__init__(message, service=service)
         self.partial = partial
+
+
+class EmptyAnswerError(StreamError):
+    """A success status whose stream held nothing at all (llama.cpp's server answers a request
+    it cannot serve this way)."""
 
 
 def _status_words(status: int, server_message: str) -> str:

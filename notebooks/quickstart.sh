@@ -3,5 +3,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash .ci/setup
+bash .ci/setup quickstart
 exec .venv/bin/python notebooks/run_quickstart.py "$@"

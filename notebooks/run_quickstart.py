@@ -1,8 +1,9 @@
-"""Execute notebooks/quickstart.ipynb headless and save it with its outputs.
+"""Execute notebooks/quickstart.ipynb headless and save it with its outputs — offline.
 
-Until the embedded local model lands, the answers come from the bundled loopback AmigoChat
-server (tests/amigo_server.py), which speaks the real protocol on 127.0.0.1 and echoes the
-prompt: no network, no key.
+The notebook's default model is the embedded one (``AMIGO_MODEL=local``: SmolLM2-135M-Instruct
+through llama-cpp-python, in the kernel). Cells that name an AmigoChat model or draw a picture
+talk to the bundled stand-in AmigoChat server (tests/amigo_server.py), which speaks the real
+protocol on 127.0.0.1 and echoes the prompt: no network, no key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> int:
     nb = nbformat.read(path, as_version=4)
     with AmigoServer() as server:
         os.environ["AMIGO_BASE_URL"] = server.base_url
+        os.environ.setdefault("AMIGO_MODEL", "local")
         os.environ.setdefault("AMIGO_HOME", str(ROOT / ".cache" / "amigo-home"))
         start = time.monotonic()
         client = NotebookClient(

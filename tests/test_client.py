@@ -23,6 +23,7 @@ from amigo_magic.errors import (
     AppVersionError,
     AuthenticationError,
     BadRequestError,
+    EmptyAnswerError,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -402,3 +403,9 @@ def test_consumer_stopping_early_closes_the_connection(server: AmigoServer) -> N
         time.sleep(0.02)
     assert server.active_streams == 0
     assert server.client_disconnects == 1
+
+
+def test_empty_stream_says_so(server: AmigoServer) -> None:
+    server.enqueue(Reply.raw(b"", content_type="text/event-stream"))
+    with pytest.raises(EmptyAnswerError, match="accepted the request but sent no answer at all"):
+        chat(server)

@@ -12,7 +12,12 @@ import pytest
 from amigo_magic.backends.base import ChatRequest, ImageRequest
 from amigo_magic.backends.openai import OpenAIBackend
 from amigo_magic.config import Endpoint, RetryPolicy, Secret, Settings
-from amigo_magic.errors import APIConnectionError, AuthenticationError, StreamError
+from amigo_magic.errors import (
+    APIConnectionError,
+    AuthenticationError,
+    BadRequestError,
+    StreamError,
+)
 from amigo_magic.protocol import Event, Finish, TextDelta, Usage
 from amigo_magic.routing import resolve_target
 from tests.amigo_server import AmigoServer, Reply
@@ -158,3 +163,15 @@ def test_routing() -> None:
     assert resolve_target("claude", settings).model == "claude-3-5-sonnet-20241022"
     with pytest.raises(Exception, match="No endpoint named 'vllm'"):
         resolve_target("vllm:x", settings)
+
+
+def test_empty_stream_is_asked_again_without_streaming(server: AmigoServer) -> None:
+    server.enqueue(
+        Reply.raw(b"", content_type="text/event-stream"),
+        Reply.error(400, "This model's maximum context length is 512 tokens. However, you "
+                    "requested 4931 tokens", shape="openai"),
+    )  # fmt: skip
+    with pytest.raises(BadRequestError, match="longer than the model's context window"):
+        chat(server)
+    first, second = (r.json for r in server.requests)
+    assert (first["stream"], second["stream"]) == (True, False)

@@ -15,7 +15,7 @@ import httpx
 
 from ..client import HTTPClient
 from ..config import Endpoint, Settings
-from ..errors import InvalidResponseError
+from ..errors import EmptyAnswerError, InvalidResponseError
 from ..protocol import Event, ImageResult, parse_completion, parse_image_reply
 from .base import ChatRequest, ImageRequest
 
@@ -67,11 +67,17 @@ class OpenAIBackend:
             return self._http.build(url, body, self.headers())
 
         if request.stream:
-            async for event in self._http.stream_events(build):
-                yield event
-        else:
-            for event in parse_completion(await self._http.request_json(build)):
-                yield event
+            try:
+                async for event in self._http.stream_events(build):
+                    yield event
+                return
+            except EmptyAnswerError:
+                # llama.cpp's server answers a stream it cannot serve (e.g. a prompt longer than
+                # its context) with an empty 200. Nothing reached the caller, so asking once
+                # without streaming is safe, and gets the server's real answer or error.
+                body["stream"] = False
+        for event in parse_completion(await self._http.request_json(build)):
+            yield event
 
     async def image(self, request: ImageRequest) -> ImageResult:
         url = f"{self._base}/images/generations"

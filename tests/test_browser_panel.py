@@ -1,0 +1,189 @@
+"""The chat panel as a user sees it: JupyterLab in headless Chromium, the loopback server behind.
+
+One lab for the whole story (starting one costs seconds): the panel renders, a model is picked,
+Send streams, Stop stops, an image model draws, and a ``%%amigo`` cell in the same notebook
+continues the panel's conversation. Also makes the README's ``docs/images/panel.png``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from playwright.sync_api import Locator, Page, expect
+
+from amigo_magic.panel import model_options
+from tests.amigo_server import AmigoServer, Reply
+from tests.browser import TIMEOUT, Lab, Notebook
+
+pytest_plugins = ["tests.browser"]
+
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "panel.png"
+LABELS = {value: label for label, value in model_options()}
+CLAUDE = "claude-3-5-sonnet-20241022"
+FLUX = "flux-pro/v1.1"
+
+ANSWER = """\
+A **list comprehension** builds a list in one expression:
+
+```python
+squares = [n * n for n in range(10) if n % 2 == 0]
+```
+
+- **Shorter** than a loop that calls `append`
+- **Readable** while it stays one idea
+"""
+CELL_PROMPT = "And a generator expression, in one line?"
+
+
+class Panel:
+    """The panel in the page, found by its CSS classes."""
+
+    def __init__(self, notebook: Notebook, cell: int) -> None:
+        self.notebook = notebook
+        self.root = notebook.cell(cell).locator(".amigo-panel")
+        self.send = self.root.locator("button.amigo-send")
+        self.stop = self.root.locator("button.amigo-stop")
+        self.status = self.root.locator(".amigo-status")
+        self.transcript = self.root.locator(".amigo-transcript")
+
+    def newest(self, role: str = "assistant") -> Locator:
+        """The newest turn of ``role`` (the transcript's DOM lists the newest first)."""
+        return self.transcript.locator(f".amigo-turn-{role}").first
+
+    def pick(self, model: str) -> None:
+        self.root.locator(".amigo-model select").select_option(value=LABELS[model])
+
+    def ask(self, prompt: str) -> None:
+        self.root.locator(".amigo-prompt textarea").fill(prompt)
+        self.send.click()
+
+    def body_text(self) -> str:
+        return self.newest().locator(".amigo-body").inner_text()
+
+    def wait_idle(self, timeout: float = TIMEOUT) -> None:
+        expect(self.send).to_be_enabled(timeout=timeout * 1000)
+        expect(self.stop).to_be_disabled()
+
+
+def _collapse_left_sidebar(notebook: Notebook) -> None:
+    if notebook.page.locator("#jp-left-stack").is_visible():
+        notebook.command("application:toggle-left-area")
+    expect(notebook.page.locator("#jp-left-stack")).to_be_hidden()
+
+
+def _run_cell(notebook: Notebook, index: int, command: str = "notebook:run-cell") -> None:
+    notebook.cell(index).locator(".jp-InputPrompt").click()
+    notebook.command(command)
+
+
+def _watch_stream(panel: Panel) -> list[int]:
+    """Poll the newest answer until it is final; the text lengths seen while it streamed."""
+    lengths: list[int] = []
+    body = panel.newest().locator(".amigo-body")
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        live = body.locator(".amigo-stream").count() > 0
+        text = body.inner_text().strip()
+        if live and text and (not lengths or lengths[-1] != len(text)):
+            lengths.append(len(text))
+        if not live and text and panel.send.is_enabled():
+            return lengths
+        time.sleep(0.03)
+    raise panel.notebook.lab.fail(f"the panel's answer never finished: {lengths=}")
+
+
+def _chat_requests(server: AmigoServer) -> list[dict]:  # type: ignore[type-arg]
+    return [r.json for r in server.requests if r.path == "/v1/chat/completions"]
+
+
+def test_panel_in_jupyterlab(lab: Lab, page: Page, server: AmigoServer) -> None:
+    lab.write_notebook(
+        "panel",
+        [
+            "%load_ext amigo_magic",
+            "%amigo_panel --chat demo",
+            f"%%amigo --chat demo\n{CELL_PROMPT}",
+            "21 * 2",
+        ],
+    )
+    notebook = lab.open(page, "panel")
+    _collapse_left_sidebar(notebook)
+    _run_cell(notebook, 2, "notebook:run-all-above")  # the extension and the panel, not the cell
+    notebook.wait_executed(0, 1)
+
+    # The panel renders: a real widget view, the picker showing the default.
+    panel = Panel(notebook, 1)
+    expect(panel.root).to_be_visible()
+    expect(notebook.outputs(1).filter(has_text="Loading widget")).to_have_count(0)
+    picker = panel.root.locator(".amigo-model select")
+    expect(picker).to_be_visible()
+    expect(picker).to_have_value(LABELS["gpt-4o-mini"])
+    expect(panel.stop).to_be_disabled()
+    expect(panel.status).to_contain_text("0 turns in chat 'demo'")
+
+    # A model is picked; Send streams the answer into the transcript, then renders markdown.
+    server.enqueue(Reply.stream(ANSWER, delay=0.06))
+    panel.pick(CLAUDE)
+    panel.ask("Explain list comprehensions briefly")
+    expect(panel.stop).to_be_enabled()
+    lengths = _watch_stream(panel)
+    assert len(lengths) >= 3, f"the answer did not visibly stream: lengths seen {lengths}"
+    assert lengths == sorted(lengths), f"the streamed text shrank: {lengths}"
+    panel.wait_idle()
+    answer = panel.newest()
+    expect(answer.locator("strong").first).to_have_text("list comprehension")
+    expect(answer.locator("pre code")).to_contain_text("squares = [n * n for n in range(10)")
+    expect(answer.locator(".amigo-who")).to_have_text(CLAUDE)
+    expect(panel.newest("user")).to_contain_text("Explain list comprehensions briefly")
+    expect(panel.status).to_contain_text(re.compile(rf"{CLAUDE} · \d+ tokens · [\d.]+ tok/s"))
+    assert _chat_requests(server)[0]["model"] == CLAUDE
+
+    # Stop halts a long answer mid-way: the partial text stays, marked stopped.
+    server.enqueue(Reply.stream(chunks=[f"word{i} " for i in range(400)], delay=0.03))
+    panel.ask("Now write a very long essay")
+    expect(panel.newest().locator(".amigo-stream")).to_contain_text("word5 ", timeout=20_000)
+    _run_cell(notebook, 3)  # the kernel is free while the panel streams
+    notebook.wait_output(3, "42", timeout=10)
+    expect(panel.newest().locator(".amigo-stream")).to_be_visible()  # still streaming
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.mouse.move(1270, 890)
+    notebook.cell(1).screenshot(path=SCREENSHOT)  # mid-conversation: an answer streaming
+    panel.stop.click()
+    panel.wait_idle(timeout=5)
+    expect(panel.newest().locator(".amigo-who")).to_contain_text("■ stopped")
+    partial = panel.body_text()
+    assert partial.startswith("word0 word1 "), partial[:80]
+    assert "word399" not in partial, partial[-80:]
+    expect(panel.status).to_contain_text("stopped by you")
+
+    # An image model draws a picture into the transcript.
+    server.enqueue(Reply.image(size=(480, 270)))
+    panel.pick(FLUX)
+    panel.ask("a lighthouse at dusk")
+    picture = panel.newest().locator("img")
+    expect(picture).to_have_count(1)
+    expect(picture).to_be_visible()
+    width = picture.evaluate("(img) => img.decode().then(() => img.naturalWidth)")
+    assert width == 480
+    panel.wait_idle()
+    expect(panel.status).to_contain_text("1 picture")
+
+    # A %%amigo cell in the same notebook continues the panel's conversation...
+    server.enqueue(Reply.stream("Like a list comprehension, but lazy: (n * n for n in xs)."))
+    _run_cell(notebook, 2)
+    notebook.wait_executed(2)
+    notebook.wait_output(2, "but lazy")
+    sent = [m["content"] for m in _chat_requests(server)[-1]["messages"]]
+    assert sent[0] == "Explain list comprehensions briefly"
+    assert sent[1] == ANSWER
+    assert sent[2] == "Now write a very long essay"
+    assert sent[3].startswith(partial.strip())
+    assert "cut off" in sent[3]
+    assert sent[-1] == CELL_PROMPT
+    # ...and after Refresh the cell's turn is in the panel.
+    panel.root.locator("button.amigo-refresh").click()
+    expect(panel.newest()).to_contain_text("but lazy")
+    expect(panel.newest("user")).to_contain_text(CELL_PROMPT)
+    expect(panel.transcript.locator(".amigo-turn")).to_have_count(8)

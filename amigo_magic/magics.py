@@ -65,6 +65,7 @@ class AmigoMagics(Magics):
         20, help="Earlier messages sent with each prompt (user and assistant each count one)."
     ).tag(config=True)
     default_format = Enum(FORMATS, "markdown", help="Output format without -f.").tag(config=True)
+    max_tokens = Int(4000, help="Longest answer, in tokens, without --max-tokens.").tag(config=True)
     system_prompt = Unicode("", help="System message sent with every %%amigo prompt.").tag(
         config=True
     )
@@ -155,7 +156,9 @@ class AmigoMagics(Magics):
         params = ChatParams(
             temperature=_bounded(args.temperature, 0.5, 0, 2, "--temperature"),
             top_p=_bounded(args.top_p, 0.95, 0, 1, "--top-p"),
-            max_tokens=int(_bounded(args.max_tokens, 4000, 1, 1_000_000, "--max-tokens")),
+            max_tokens=int(
+                _bounded(args.max_tokens, self.max_tokens, 1, 1_000_000, "--max-tokens")
+            ),
         )
         system = "\n\n".join(
             part for part in (args.system or self.system_prompt, _FORMAT_HINTS.get(fmt)) if part
@@ -537,6 +540,7 @@ class AmigoMagics(Magics):
             ("api key", f"set ({key_source})" if key_source else "not set"),
             ("device_version", settings.device_version),
             ("max_history", str(self.max_history)),
+            ("max_tokens", str(self.max_tokens)),
             ("default_format", self.default_format),
             ("system_prompt", self.system_prompt or "(none)"),
             ("timeouts", f"connect {self.connect_timeout:g} s, read {self.read_timeout:g} s, "

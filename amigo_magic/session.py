@@ -232,6 +232,8 @@ class ChatSession:
                     elif kind is Progress and answer.chunks == 0:
                         answer.phase = event.phase  # type: ignore[union-attr]
                         answer.changed.set()
+            if answer.finish_reason == "length":
+                answer.warnings.append("cut at the token limit: raise --max-tokens for more")
             answer.phase = "done"
         except asyncio.CancelledError:
             answer.phase = "stopped"

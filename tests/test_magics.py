@@ -356,3 +356,10 @@ def test_session_export_and_reattach(ip: TestingShell, tmp_path: Path) -> None:
     assert magics.session.store.load("renamed.ipynb", "default") == []
     said = ip.run_cell(f"%amigo session {old}").result._repr_mimebundle_()[0]["text/plain"]
     assert said == f"This notebook's history is now '{old}' (1 chat)."
+
+
+def test_token_limit_is_said(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.stream("a long answer that was", finish_reason="length"))
+    ip.run_cell("%%amigo --max-tokens 5\ngo on")
+    assert chat_requests(server)[0]["max_tokens"] == 5
+    assert "cut at the token limit: raise --max-tokens" in recorder(ip).final()["text/plain"]

@@ -85,7 +85,8 @@ def _usage_parts(state: AnswerState) -> list[str]:
     if state.tokens is None:
         return []
     parts = [f"{state.tokens} token{'' if state.tokens == 1 else 's'}"]
-    if state.phase in ("streaming", "done") and state.seconds > 0:
+    # A rate over a fraction of a second (a cached or echoed answer) is noise, not a speed.
+    if state.phase in ("streaming", "done") and state.seconds >= 0.25:
         parts.append(f"{state.tokens / state.seconds:.1f} tok/s")
     return parts
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .config import Settings
+from .config import Secret, Settings
 from .errors import (
     AmigoError,
     APIConnectionError,
@@ -51,6 +51,7 @@ __all__ = ["HTTPClient"]
 log = logging.getLogger("amigo_magic.http")
 
 T = TypeVar("T")
+E = TypeVar("E", bound=AmigoError)
 Consume = Callable[[httpx.Response], AsyncIterator[T]]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -67,9 +68,12 @@ class HTTPClient:
         *,
         service: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        secret: Secret | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
+        # The key this client sends; scrubbed from every error it raises, whatever the source.
+        self._secret = secret if secret is not None else settings.api_key
         t = settings.timeouts
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect),
@@ -167,17 +171,17 @@ class HTTPClient:
                 except httpx.HTTPError as exc:
                     error = self._transport_error(exc, request, started=True)
                     if delivered:
-                        raise error.with_attempts([*failures, error.short]) from exc
+                        raise self._scrub(error.with_attempts([*failures, error.short])) from exc
                     retryable = True
-                except AmigoError:
-                    raise  # in-band errors and unreadable replies: the server has spoken
+                except AmigoError as spoken:  # in-band errors, unreadable replies: no retry
+                    raise self._scrub(spoken) from None
                 finally:
                     await response.aclose()
             failures.append(error.short)
             if not retryable or attempt == policy.attempts:
-                raise error.with_attempts(failures)
+                raise self._scrub(error.with_attempts(failures))
             if wait is not None and wait > policy.max_retry_after:
-                raise error.with_attempts(failures)  # the message names the wait
+                raise self._scrub(error.with_attempts(failures))  # the message names the wait
             delay = (
                 wait if wait is not None else _backoff(policy.backoff, policy.max_backoff, attempt)
             )
@@ -356,8 +360,16 @@ class HTTPClient:
         }
 
     def _redact_text(self, text: str) -> str:
-        key = self.settings.api_key
-        return text.replace(key.reveal(), "***") if key and key.reveal() else text
+        key = self._secret.reveal() if self._secret is not None else ""
+        return text.replace(key, "***") if key else text
+
+    def _scrub(self, error: E) -> E:
+        """``error`` with the key taken out of everything it says (servers echo keys)."""
+        error.message = self._redact_text(error.message)
+        error.args = (error.message,)
+        if isinstance(error, APIStatusError):
+            error.server_message = self._redact_text(error.server_message)
+        return error
 
 
 def default_ssl_context() -> ssl.SSLContext:

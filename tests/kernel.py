@@ -40,14 +40,14 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
 
-    def submit(self, code: str, *, cell_id: str | None = None) -> str:
+    def submit(self, code: str, *, cell_id: str | None = None, stdin: bool = False) -> str:
         """Send ``code`` as JupyterLab would (the cell id in the metadata); return the msg id."""
         content = {
             "code": code,
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": False,
+            "allow_stdin": stdin,
             "stop_on_error": False,
         }
         msg = self.kc.session.msg(
@@ -62,8 +62,12 @@ class Kernel:
         *,
         timeout: float = 60,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        answer: str | None = None,
     ) -> Execution:
-        """Collect the request's messages until the kernel is idle again, and its reply."""
+        """Collect the request's messages until the kernel is idle again, and its reply.
+
+        With ``answer``, an ``input_request`` (e.g. a hidden password prompt) is answered so.
+        """
         execution = Execution(reply={})
         deadline = time.monotonic() + timeout
         idle = False
@@ -71,8 +75,12 @@ class Kernel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no idle after {timeout} s")
+            if answer is not None and self.kc.stdin_channel.msg_ready():
+                request = self.kc.get_stdin_msg(timeout=1)
+                execution.messages.append(request)
+                self.kc.input(answer)
             try:
-                message = self.kc.get_iopub_msg(timeout=remaining)
+                message = self.kc.get_iopub_msg(timeout=min(remaining, 0.1))
             except queue.Empty:
                 continue
             if message["parent_header"].get("msg_id") != msg_id:
@@ -95,19 +103,24 @@ class Kernel:
         cell_id: str | None = None,
         timeout: float = 60,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        answer: str | None = None,
     ) -> Execution:
-        """Run ``code`` and wait for it."""
-        msg_id = self.submit(code, cell_id=cell_id)
-        return self.wait(msg_id, timeout=timeout, on_message=on_message)
+        """Run ``code`` and wait for it (``answer`` replies to an input prompt)."""
+        msg_id = self.submit(code, cell_id=cell_id, stdin=answer is not None)
+        return self.wait(msg_id, timeout=timeout, on_message=on_message, answer=answer)
 
     def interrupt(self) -> None:
         self.km.interrupt_kernel()
 
 
 @contextmanager
-def running_kernel(cwd: str | None = None) -> Iterator[Kernel]:
+def running_kernel(cwd: str | None = None, output: Any = None) -> Iterator[Kernel]:
+    """A fresh python3 kernel; ``output`` (a file) receives its stdout and stderr."""
     km = KernelManager(kernel_name="python3")
-    km.start_kernel(cwd=cwd)
+    if output is not None:
+        km.start_kernel(cwd=cwd, stdout=output, stderr=output)
+    else:
+        km.start_kernel(cwd=cwd)
     kernel = Kernel(km)
     try:
         yield kernel

@@ -409,3 +409,12 @@ def test_empty_stream_says_so(server: AmigoServer) -> None:
     server.enqueue(Reply.raw(b"", content_type="text/event-stream"))
     with pytest.raises(EmptyAnswerError, match="accepted the request but sent no answer at all"):
         chat(server)
+
+
+def test_in_band_error_never_echoes_the_key(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["a"], error_after=0,
+                                in_band_error={"message": "bad token sk-echo-42"}))  # fmt: skip
+    with pytest.raises(StreamError) as info:
+        chat(server, api_key="sk-echo-42")
+    assert "sk-echo-42" not in str(info.value)
+    assert "bad token ***" in str(info.value)

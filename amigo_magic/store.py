@@ -146,7 +146,7 @@ class SQLiteStore:
                     db.execute(f"PRAGMA user_version = {number}")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     # -- the HistoryStore interface ------------------------------------------------------------
@@ -194,7 +194,7 @@ class SQLiteStore:
                 )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
 
     def chats(self, notebook: str) -> list[ChatSummary]:
@@ -219,7 +219,7 @@ class SQLiteStore:
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         return cursor.rowcount
 
@@ -258,6 +258,13 @@ def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
         images=images,
         error=error,  # type: ignore[arg-type]
     )
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Undo an open transaction. SQLite may already have rolled it back itself (a full disk
+    does), and a failing ROLLBACK must not hide the error that caused it."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def _is_corruption(error: sqlite3.DatabaseError) -> bool:

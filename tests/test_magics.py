@@ -363,3 +363,41 @@ def test_token_limit_is_said(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell("%%amigo --max-tokens 5\ngo on")
     assert chat_requests(server)[0]["max_tokens"] == 5
     assert "cut at the token limit: raise --max-tokens" in recorder(ip).final()["text/plain"]
+
+
+def test_full_disk_still_shows_the_answer_with_a_warning(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    magics = ip.magics_manager.registry["AmigoMagics"]
+    ip.run_cell("%%amigo\nfirst, while there is room")
+    db = magics.session.store._db
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
+    server.enqueue(Reply.stream("word " * 3000))  # an answer that needs new pages
+    ip.run_cell("%%amigo\nthis answer cannot be saved")
+    final = recorder(ip).final()["text/plain"]
+    assert final.startswith("word word")
+    assert "not saved to history" in final
+    assert "full" in final
+
+
+def test_corrupt_history_is_moved_aside_with_a_notice(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "history.db").write_bytes(b"garbage, not SQLite " * 200)
+    monkeypatch.setenv("AMIGO_HOME", str(home))
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    shell = TestingShell.instance()
+    shell.display_pub = Recorder()
+    shell.run_cell("%load_ext amigo_magic")
+    try:
+        shell.run_cell("%%amigo\nhello again")
+        texts = [d.data["text/plain"] for d in recorder(shell).displays]
+        assert any("history database was damaged" in t and "moved aside" in t for t in texts)
+        assert texts[-1].startswith("Echo: hello again")
+        (aside,) = home.glob("history.db.corrupt-*")
+        assert aside.read_bytes().startswith(b"garbage, not SQLite")
+    finally:
+        shell.run_cell("%unload_ext amigo_magic")

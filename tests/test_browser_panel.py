@@ -17,6 +17,7 @@ from playwright.sync_api import Locator, Page, expect
 from amigo_magic.panel import model_options
 from tests.amigo_server import AmigoServer, Reply
 from tests.browser import TIMEOUT, Lab, Notebook
+from tests.test_browser import PAYLOADS
 
 pytest_plugins = ["tests.browser"]
 
@@ -85,8 +86,10 @@ def _watch_stream(panel: Panel) -> list[int]:
     body = panel.newest().locator(".amigo-body")
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        live = body.locator(".amigo-stream").count() > 0
-        text = body.inner_text().strip()
+        # one JS call, so the final render cannot land between the two readings
+        live, text = body.evaluate(
+            "(el) => [el.querySelector('.amigo-stream') !== null, el.innerText.trim()]"
+        )
         if live and text and (not lengths or lengths[-1] != len(text)):
             lengths.append(len(text))
         if not live and text and panel.send.is_enabled():
@@ -189,3 +192,26 @@ def test_panel_in_jupyterlab(lab: Lab, page: Page, server: AmigoServer) -> None:
     expect(panel.newest()).to_contain_text("but lazy")
     expect(panel.newest("user")).to_contain_text(CELL_PROMPT)
     expect(panel.transcript.locator(".amigo-turn")).to_have_count(8)
+
+    # Model output cannot run script in the panel either: hostile markup streams in and stays text.
+    assert page.evaluate("window.__pwned") is None
+    server.enqueue(Reply.stream(PAYLOADS, delay=0.01))
+    panel.pick(CLAUDE)
+    panel.ask("Repeat these lines")
+    panel.wait_idle()
+    hostile = panel.newest()
+    expect(hostile.locator("strong")).to_have_text("still bold")  # harmless markdown renders
+    for link in hostile.locator("a").all():
+        link.click(modifiers=["Control"])  # a javascript: href would run on click
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.__pwned") is None, "model output ran script in the panel"
+    assert hostile.locator("script, iframe, svg, img, object, embed").count() == 0
+    hrefs = hostile.evaluate(
+        "(el) => Array.from(el.querySelectorAll('[href]')).map((a) => a.getAttribute('href'))"
+    )
+    assert not [h for h in hrefs if not h.lower().strip().startswith(("http", "mailto", "#"))]
+    handlers = hostile.evaluate(
+        "(el) => Array.from(el.querySelectorAll('*'))"
+        ".some((n) => n.getAttributeNames().some((a) => a.startsWith('on')))"
+    )
+    assert handlers is False

@@ -32,7 +32,7 @@ from amigo_magic.errors import (
     ServerError,
     StreamError,
 )
-from amigo_magic.protocol import Event, Finish, StreamWarning, TextDelta, Usage
+from amigo_magic.protocol import Event, Finish, ImageResult, StreamWarning, TextDelta, Usage
 from tests.amigo_server import AmigoServer, Reply
 
 T = TypeVar("T")
@@ -166,17 +166,20 @@ def test_framing_variants_give_the_same_text(server: AmigoServer, options: dict[
     assert text_of(chat(server)) == text
 
 
-def test_images_by_url(server: AmigoServer) -> None:
-    server.enqueue(Reply.image(n=2))
-
-    async def go() -> Any:
+def draw(server: AmigoServer, model: str, prompt: str) -> ImageResult:
+    async def go() -> ImageResult:
         backend = AmigoBackend(settings_for(server))
         try:
-            return await backend.image(ImageRequest("flux", "a lighthouse at dusk"))
+            return await backend.image(ImageRequest(model, prompt))
         finally:
             await backend.aclose()
 
-    result = run(go())
+    return run(go())
+
+
+def test_images_by_url(server: AmigoServer) -> None:
+    server.enqueue(Reply.image(n=2))
+    result = draw(server, "flux", "a lighthouse at dusk")
     assert result.prompt == "a lighthouse at dusk"
     assert result.model == "flux-pro/v1.1"
     assert len(result.images) == 2
@@ -189,15 +192,7 @@ def test_images_by_url(server: AmigoServer) -> None:
 
 def test_images_by_b64(server: AmigoServer) -> None:
     server.enqueue(Reply.image(b64=True))
-
-    async def go() -> Any:
-        backend = AmigoBackend(settings_for(server))
-        try:
-            return await backend.image(ImageRequest("dalle", "a cat"))
-        finally:
-            await backend.aclose()
-
-    (image,) = run(go()).images
+    (image,) = draw(server, "dalle", "a cat").images
     assert image.url is None
     assert base64.b64decode(image.b64_json or "").startswith(b"\x89PNG")
 

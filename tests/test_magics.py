@@ -6,6 +6,7 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,22 @@ def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Testing
     yield shell
     shell.run_cell("%unload_ext amigo_magic")
     shell.user_ns.pop("answer", None)
+
+
+@contextmanager
+def shell_with_home(
+    home: Path, server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestingShell]:
+    """A shell whose extension opens its history at ``home`` (the ``ip`` fixture's is fixed)."""
+    monkeypatch.setenv("AMIGO_HOME", str(home))
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    shell = TestingShell.instance()
+    shell.display_pub = Recorder()
+    shell.run_cell("%load_ext amigo_magic")
+    try:
+        yield shell
+    finally:
+        shell.run_cell("%unload_ext amigo_magic")
 
 
 def recorder(ip: TestingShell) -> Recorder:
@@ -322,18 +339,11 @@ def test_unwritable_history_still_shows_the_answer_with_a_warning(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv("AMIGO_HOME", str(blocker / "amigo"))  # cannot be created, even by root
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    shell = TestingShell.instance()
-    shell.display_pub = Recorder()
-    shell.run_cell("%load_ext amigo_magic")
-    try:
+    with shell_with_home(blocker / "amigo", server, monkeypatch) as shell:  # cannot be created
         shell.run_cell("%%amigo\nstill answered?")
         texts = [d.data["text/plain"] for d in recorder(shell).displays]
-        assert any(t.startswith("⚠ History cannot be saved") and "AMIGO_HOME" in t for t in texts)
-        assert texts[-1].startswith("Echo: still answered?")
-    finally:
-        shell.run_cell("%unload_ext amigo_magic")
+    assert any(t.startswith("⚠ History cannot be saved") and "AMIGO_HOME" in t for t in texts)
+    assert texts[-1].startswith("Echo: still answered?")
 
 
 def test_session_export_and_reattach(ip: TestingShell, tmp_path: Path) -> None:
@@ -387,17 +397,10 @@ def test_corrupt_history_is_moved_aside_with_a_notice(
     home = tmp_path / "home"
     home.mkdir()
     (home / "history.db").write_bytes(b"garbage, not SQLite " * 200)
-    monkeypatch.setenv("AMIGO_HOME", str(home))
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    shell = TestingShell.instance()
-    shell.display_pub = Recorder()
-    shell.run_cell("%load_ext amigo_magic")
-    try:
+    with shell_with_home(home, server, monkeypatch) as shell:
         shell.run_cell("%%amigo\nhello again")
         texts = [d.data["text/plain"] for d in recorder(shell).displays]
-        assert any("history database was damaged" in t and "moved aside" in t for t in texts)
-        assert texts[-1].startswith("Echo: hello again")
-        (aside,) = home.glob("history.db.corrupt-*")
-        assert aside.read_bytes().startswith(b"garbage, not SQLite")
-    finally:
-        shell.run_cell("%unload_ext amigo_magic")
+    assert any("history database was damaged" in t and "moved aside" in t for t in texts)
+    assert texts[-1].startswith("Echo: hello again")
+    (aside,) = home.glob("history.db.corrupt-*")
+    assert aside.read_bytes().startswith(b"garbage, not SQLite")

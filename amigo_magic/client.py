@@ -41,6 +41,7 @@ from .protocol import (
     Finish,
     StreamWarning,
     error_message_from_body,
+    in_band_error,
     parse_chunk,
     parse_completion,
 )
@@ -128,16 +129,36 @@ class HTTPClient:
     async def get(self, url: str, *, limit: int, timeout: float) -> httpx.Response:
         """A bounded GET (no retries, no redirects): the caller checks status and type."""
         request = self._client.build_request("GET", url, timeout=timeout)
-        response = await self._client.send(request, stream=True)
+        host = request.url.netloc.decode()
         try:
-            body = bytearray()
-            async for part in response.aiter_bytes():
-                body += part
-                if len(body) > limit:
-                    break
-            response._content = bytes(body)
-        finally:
-            await response.aclose()
+            response = await self._client.send(request, stream=True)
+            try:
+                body = bytearray()
+                async for part in response.aiter_bytes():
+                    body += part
+                    if len(body) > limit:
+                        break
+                response._content = bytes(body)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise self._scrub(
+                APITimeoutError(
+                    f"Could not download from {self.service} at {host}: nothing arrived for "
+                    f"{timeout:g} s. Run the cell again.",
+                    service=self.service,
+                    short=f"no answer within {timeout:g} s",
+                )
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise self._scrub(
+                APIConnectionError(
+                    f"Could not download from {self.service} at {host}: {_reason(exc)}. Links "
+                    "expire quickly: run the cell again.",
+                    service=self.service,
+                    short=_reason(exc),
+                )
+            ) from exc
         return response
 
     # -- the retry loop -------------------------------------------------------------------
@@ -221,7 +242,11 @@ class HTTPClient:
                 except ValueError:
                     malformed += 1
                     continue
-                for event in parse_chunk(payload):
+                try:
+                    events = parse_chunk(payload)
+                except StreamError:  # an error event: the server's words, and what to do
+                    raise self._in_band(payload) from None
+                for event in events:
                     if type(event) is Finish:
                         finished = True
                     yield event
@@ -232,7 +257,10 @@ class HTTPClient:
                 if sse.data == "[DONE]":
                     ended = True
                     continue
-                events, bad = _parse_data(sse.data)
+                try:
+                    events, bad = _parse_data(sse.data)
+                except StreamError:
+                    raise self._in_band(json.loads(sse.data)) from None
                 malformed += bad
                 for event in events:
                     finished = finished or type(event) is Finish
@@ -294,12 +322,24 @@ class HTTPClient:
         status = response.status_code
         if 300 <= status < 400:
             location = response.headers.get("location", "?")
+            url = response.request.url
+            try:
+                loop = url.join(location) == url
+            except httpx.InvalidURL:
+                loop = False
+            if loop:
+                message = (
+                    f"{self.service} redirects {url} to itself ({status}): a redirect loop, so "
+                    "no API answers there. Check the base URL (AMIGO_BASE_URL); if it is right, "
+                    "the service is misconfigured: try again later."
+                )
+            else:
+                message = (
+                    f"{self.service} redirected the request ({status}) to {location}. Set the "
+                    "base URL to the address the API really answers at."
+                )
             return APIStatusError(
-                f"{self.service} redirected the request ({status}) to {location}. Set the base "
-                "URL to the address the API really answers at.",
-                status=status,
-                server_message=words,
-                service=self.service,
+                message, status=status, server_message=words, service=self.service
             )
         return error_for_status(
             status,
@@ -352,6 +392,16 @@ class HTTPClient:
             "(AMIGO_BASE_URL), the proxy and the network.",
             service=service,
             short=_reason(exc),
+        )
+
+    def _in_band(self, payload: Any) -> StreamError:
+        """An error event inside a stream, as one line that says what to do."""
+        words = " ".join((in_band_error(payload) or "no details").split()).rstrip(".")
+        return StreamError(
+            f"{self.service} sent an error in the middle of the answer: "
+            f"{self._redact_text(words)[:300]}. Any text so far is kept; run the cell again, or "
+            "pick another model if it keeps happening.",
+            service=self.service,
         )
 
     def _redact(self, headers: dict[str, str]) -> dict[str, str]:

@@ -12,12 +12,14 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import ipaddress
 import logging
 import threading
 import time
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .backends.base import Backend, ChatRequest, ImageRequest
 from .client import HTTPClient
@@ -337,27 +339,50 @@ class ChatSession:
         url = image.url or ""
         if not url.lower().startswith(("http://", "https://")):
             raise InvalidResponseError(
-                f"Refused to fetch the picture from '{url[:80]}': only http(s) URLs are fetched."
+                f"Refused to fetch the picture from '{url[:80]}': only http(s) URLs are fetched. "
+                "Run the cell again, or pick another image model."
             )
         client = self._downloads.get(settings)
         if client is None:
             client = self._downloads[settings] = HTTPClient(settings, service="the image host")
         response = await client.get(url, limit=IMAGE_LIMIT, timeout=settings.timeouts.image)
-        if response.status_code != 200:
+        status = response.status_code
+        if 300 <= status < 400:
+            # Never followed: a redirect could point at a local file or a private address
+            # (cloud metadata, the user's own services) that the image server should not reach.
+            target = response.headers.get("location", "")
+            name = (urlsplit(target).hostname or "").lower()
+            try:
+                private = not ipaddress.ip_address(name).is_global
+            except ValueError:
+                private = name == "localhost" or name.endswith(".localhost")
+            if not target.lower().startswith(("http://", "https://")):
+                what = ", not a web address"
+            elif private:
+                what = ", a private address"
+            else:
+                what = ""
             raise InvalidResponseError(
-                f"Could not download the picture ({response.status_code} from {_host(url)}). "
+                f"Refused the picture at {_host(url)}: it redirects ({status}) to "
+                f"'{target[:80]}'{what}, and picture redirects are not followed. Run the cell "
+                "again, or pick another image model."
+            )
+        if status != 200:
+            raise InvalidResponseError(
+                f"Could not download the picture ({status} from {_host(url)}). "
                 "Image links expire quickly: run the cell again."
             )
         data = response.content
         if len(data) > IMAGE_LIMIT:
             raise InvalidResponseError(
-                f"The picture at {_host(url)} is larger than {IMAGE_LIMIT >> 20} MB; not shown."
+                f"The picture at {_host(url)} is larger than {IMAGE_LIMIT >> 20} MB; not shown. "
+                "Run the cell again, or pick another image model."
             )
         declared = response.headers.get("content-type", "").split(";")[0].strip()
         if not declared.startswith("image/"):
             raise InvalidResponseError(
                 f"The picture link at {_host(url)} returned '{declared or 'no type'}', not an "
-                "image; not shown."
+                "image; not shown. Image links expire quickly: run the cell again."
             )
         return StoredImage(_sniff(data, f"the picture at {_host(url)}"), data, alt)
 

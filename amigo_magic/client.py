@@ -9,6 +9,7 @@ handed to the caller: a stream that fails half-way raises, it is not sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -57,6 +58,8 @@ Consume = Callable[[httpx.Response], AsyncIterator[T]]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _ERROR_BODY_LIMIT = 64 * 1024
+_DRAIN_LIMIT = 64 * 1024  # bytes read after [DONE] to let the connection be reused
+_DRAIN_SECONDS = 0.5
 _JSON_BODY_LIMIT = 64 * 1024 * 1024
 
 
@@ -230,7 +233,8 @@ class HTTPClient:
         finished = False
         malformed = 0
         empty = True
-        async for chunk in response.aiter_bytes():
+        chunks = response.aiter_bytes()
+        async for chunk in chunks:
             empty = False
             for sse in feed(chunk):
                 data = sse.data
@@ -252,7 +256,9 @@ class HTTPClient:
                     yield event
             if ended:
                 break
-        if not ended:
+        if ended:
+            await _drain(chunks)
+        else:
             for sse in decoder.close():
                 if sse.data == "[DONE]":
                     ended = True
@@ -433,6 +439,23 @@ def default_ssl_context() -> ssl.SSLContext:
 @functools.lru_cache(maxsize=4)
 def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     return httpx.create_ssl_context()  # reads the same two variables
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` — normally just the end of the body — so that httpx puts the
+    connection back in the pool instead of dropping it (a new TLS handshake per answer). Bounded:
+    a server that keeps the body open costs at most ``_DRAIN_SECONDS``, then the connection is
+    dropped; the answer is complete either way."""
+
+    async def rest() -> None:
+        left = _DRAIN_LIMIT
+        async for part in chunks:
+            left -= len(part)
+            if left < 0:
+                return
+
+    with contextlib.suppress(asyncio.TimeoutError, httpx.HTTPError):
+        await asyncio.wait_for(rest(), _DRAIN_SECONDS)
 
 
 def _parse_data(data: str) -> tuple[list[Event], int]:

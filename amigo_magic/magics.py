@@ -195,6 +195,7 @@ class AmigoMagics(Magics):
         data, metadata = bundle(False)
         handle = display(data, metadata=metadata, raw=True, display_id=True)
         shown = 0  # characters on screen
+        phase = answer.phase  # the phase on screen while no text has come
         last = time.monotonic()
         try:
             while not answer.done.is_set():
@@ -208,9 +209,9 @@ class AmigoMagics(Magics):
                 if length != shown and (not shown or now - last >= interval):
                     _update(handle, bundle(False))
                     shown, last = length, now
-                elif not length and now - last >= 1.0:  # tick the clock while thinking
-                    _update(handle, bundle(False))
-                    last = now
+                elif not length and (answer.phase != phase or now - last >= 1.0):
+                    _update(handle, bundle(False))  # "loading model…" at once; the clock ticks
+                    phase, last = answer.phase, now
                 elif length != shown:
                     answer.done.wait(last + interval - now)
         except KeyboardInterrupt:

@@ -281,6 +281,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the client's source port: one per TCP connection
 
     @property
     def json(self) -> Any:
@@ -793,7 +794,8 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in self.headers.items():
                 key = name.lower()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            owner._record(Recorded(self.command, self.path, headers, body))
+            port = self.client_address[1] if self.client_address else 0
+            owner._record(Recorded(self.command, self.path, headers, body, port))
             self._route(owner, self.command, urlsplit(self.path).path, headers, body)
         except _ClientGone:
             self.close_connection = True

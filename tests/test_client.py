@@ -413,3 +413,19 @@ def test_in_band_error_never_echoes_the_key(server: AmigoServer) -> None:
         chat(server, api_key="sk-echo-42")
     assert "sk-echo-42" not in str(info.value)
     assert "bad token ***" in str(info.value)
+
+
+def test_answers_reuse_one_connection(server: AmigoServer) -> None:
+    async def three() -> None:
+        backend = AmigoBackend(settings_for(server))
+        try:
+            for _ in range(3):
+                async with aclosing(backend.chat(ChatRequest("gpt", HELLO))) as events:
+                    assert [e async for e in events]
+        finally:
+            await backend.aclose()
+
+    run(three())
+    ports = {r.client_port for r in server.requests}
+    assert len(server.requests) == 3
+    assert len(ports) == 1  # read to the body's end after [DONE]: the connection was pooled

@@ -11,26 +11,31 @@ A section is a module with ``NAME``, ``TITLE`` and ``run(ctx) -> list[Row]``; ad
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import first_token, load, memory, notebook, throughput
+from benchmarks import first_token, history, load, memory, notebook, throughput
 from benchmarks.common import Context, Row, clean_environment, progress
 from benchmarks.report import machine, summary, table
 from benchmarks.server import ServerProcess
 
-SECTIONS: list[ModuleType] = [throughput, notebook, first_token, load, memory]
+SECTIONS: list[ModuleType] = [throughput, notebook, first_token, load, memory, history]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--repeat", type=int, default=None, help="repeats per figure (default 5)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 1 repeat (smoke)")
     parser.add_argument(
-        "--only", default="", help="comma-separated sections: " + ", ".join(s.NAME for s in SECTIONS)
+        "--only",
+        default="",
+        help="comma-separated sections: " + ", ".join(s.NAME for s in SECTIONS),
     )
     args = parser.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 5)
@@ -41,12 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     rows: list[Row] = []
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="amigo-bench-") as tmp:
         workdir = Path(tmp)
         clean_environment(workdir / "amigo-home")
         with ServerProcess() as server:
-            import os
-
             os.environ["AMIGO_BASE_URL"] = server.amigo_url  # kernels inherit it
             ctx = Context(server, repeat, args.quick, workdir, log=progress)
             for section in chosen:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += section.run(ctx)
     print(f"command: {command.strip()}")
     print(f"repeats: {repeat}{' (quick sizes)' if args.quick else ''}")
-    print(machine())
+    print(machine(load_at_start))
     print()
     print(table(rows))
     print()

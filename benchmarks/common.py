@@ -24,19 +24,21 @@ MODEL = "gpt-4o-mini"  # the default model: an id the strict server knows, the s
 # Token-sized words, cycled: chunk i of every answer is the same whatever the client, so all
 # clients receive the same bytes. A blank line every PARAGRAPH words gives the final markdown
 # render real paragraphs to work on.
-_WORDS = (
+_VOCABULARY = (
     "the of and to in is that for it as with was on be at by this had not are but from or have "
     "an they which one you were her all she there would their we him been has when who will "
     "more no if out so said what up its about into than them can only other new some could "
     "time these two may then do first any my now such like our over man me even most made "
     "after also did many before must through back years where much your way well down should "
     "because each just those people Python list comprehension generator iterator"
-).split()
+)
+_WORDS = _VOCABULARY.split()
 PARAGRAPH = 60
+RATIO = "\u00d7"  # the unit of a ratio: the multiplication sign
 
 
 def chunks(n: int) -> list[str]:
-    """The ``n`` text pieces of a benchmark answer (about 4.5 characters each)."""
+    """The ``n`` text pieces of a benchmark answer (about 4.8 characters each)."""
     out = []
     for i in range(n):
         word = _WORDS[i % len(_WORDS)]

@@ -1,6 +1,77 @@
+"""Time to the first visible token: from sending the execute request to the first iopub display
+message whose text/plain holds answer text, minus the server's own wait before its first byte.
+
+The server holds every reply for ``STALL`` seconds before the status line, as a model thinking
+would; what is left is ours (the kernel, the magic, the HTTP request, the first render, iopub).
+Each repeat starts a fresh kernel: the *first* ``%%amigo`` after ``%load_ext`` (it also imports
+the HTTP stack and opens the connection), then a second one in the same kernel. An empty cell's
+round trip in that kernel is shown for scale: that much is the kernel's, whatever runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks.common import Context, Row, chunks
+
 NAME = "first_token"
-TITLE = "first_token"
+TITLE = "Time to first visible token"
+
+STALL = 0.2
 
 
-def run(ctx):
-    return []
+def run(ctx: Context) -> list[Row]:
+    from tests.kernel import running_kernel
+
+    stall = 0.05 if ctx.quick else STALL
+    first_word = chunks(1)[0].strip()
+    cold: list[float] = []
+    warm: list[float] = []
+    empty: list[float] = []
+    for turn in range(ctx.repeat):
+        ctx.log(f"first_token: repeat {turn + 1}/{ctx.repeat} (fresh kernel)")
+        with running_kernel(cwd=str(ctx.workdir)) as kernel:
+            _ok(kernel.execute("%load_ext amigo_magic"))
+            _ok(kernel.execute(f"%config AmigoMagics.base_url = {ctx.server.amigo_url!r}"))
+            for times in (cold, warm):
+                ctx.server.enqueue(n=50, stall_before=stall)
+                times.append((_first_text(kernel, first_word) - stall) * 1000)
+            start = time.perf_counter()
+            _ok(kernel.execute("pass"))
+            empty.append((time.perf_counter() - start) * 1000)
+    return [
+        Row(
+            NAME,
+            f"first %%amigo in a fresh kernel (server waits {stall * 1000:.0f} ms)",
+            cold,
+            "ms",
+            ("<=", 30),
+        ),
+        Row(NAME, "next %%amigo, same kernel", warm, "ms", ("<=", 30)),
+        Row(NAME, "for scale: empty cell round trip", empty, "ms"),
+        Row(NAME, "panel", [], text="n/a — no panel yet"),
+    ]
+
+
+def _first_text(kernel: Any, word: str) -> float:
+    """Seconds from sending the request to the first display holding ``word``."""
+    seen: list[float] = []
+
+    def on_message(message: dict[str, Any]) -> None:
+        if seen or message["msg_type"] not in ("display_data", "update_display_data"):
+            return
+        if word in message["content"]["data"].get("text/plain", ""):
+            seen.append(time.perf_counter())
+
+    start = time.perf_counter()
+    _ok(kernel.execute("%%amigo --no-history\nhello", on_message=on_message))
+    if not seen:
+        raise RuntimeError("no display with answer text arrived")
+    return seen[0] - start
+
+
+def _ok(execution: Any) -> Any:
+    if execution.status != "ok":
+        raise RuntimeError(f"cell failed: {execution.messages[-3:]}")
+    return execution

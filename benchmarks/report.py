@@ -17,6 +17,8 @@ HEADER = ("section", "figure", "min", "median", "max", "unit", "target", "met")
 
 def fmt(value: float) -> str:
     size = abs(value)
+    if abs(value - round(value)) < 1e-9:
+        return f"{round(value):,}"
     if size >= 1000:
         return f"{value:,.0f}"
     if size >= 100:
@@ -68,7 +70,7 @@ def summary(rows: Sequence[Row]) -> str:
     return text
 
 
-def machine() -> str:
+def machine(load_at_start: tuple[float, float, float] | None = None) -> str:
     """nproc, the CPU, memory, OS and Python, in a few lines."""
     lines = [f"- CPUs: {os.cpu_count()} (`nproc`: {_run('nproc') or '?'})"]
     cpu = [
@@ -91,8 +93,9 @@ def machine() -> str:
         except Exception:
             pass
     lines.append("- " + ", ".join(versions))
-    load = os.getloadavg()
-    lines.append(f"- load average at start: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+    for when, load in (("start", load_at_start), ("end", os.getloadavg())):
+        if load is not None:
+            lines.append(f"- load average at {when}: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ The parent drives the child over a pipe, one JSON line per command::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -46,7 +47,8 @@ class ServerProcess:
         self.pid = self._proc.pid
 
     def _call(self, command: dict[str, Any]) -> None:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(command) + "\n")
         self._proc.stdin.flush()
         answer = self._proc.stdout.readline().strip()
@@ -76,10 +78,8 @@ class ServerProcess:
 
     def close(self) -> None:
         if self._proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
                 self._call({"op": "quit"})
-            except (OSError, RuntimeError, ValueError):
-                pass
             try:
                 self._proc.wait(5)
             except subprocess.TimeoutExpired:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import MODEL, Context, Row, rotate
+from benchmarks.common import MODEL, RATIO, Context, Row, rotate
 
 NAME = "throughput"
 TITLE = "Client throughput"
@@ -85,14 +85,14 @@ async def _run(ctx: Context, n: int) -> list[Row]:
             NAME,
             "ours ÷ raw, time",
             [o / r for o, r in zip(ours, raw, strict=True)],
-            "×",
+            RATIO,
             ("<=", 1.25),
         ),
         Row(
             NAME,
             "ours ÷ openai, throughput",
             [s / o for o, s in zip(ours, sdk_s, strict=True)],
-            "×",
+            RATIO,
             (">=", 1.0),
         ),
     ]
@@ -106,9 +106,7 @@ async def _raw(client: httpx.AsyncClient, backend: Any) -> int:
     from amigo_magic import catalog
     from amigo_magic.protocol import ChatParams, chat_body
 
-    body = chat_body(
-        catalog.resolve(MODEL), MESSAGES, ChatParams(), chat_id=_uuid(), stream=True
-    )
+    body = chat_body(catalog.resolve(MODEL), MESSAGES, ChatParams(), chat_id=_uuid(), stream=True)
     count = 0
     async with client.stream(
         "POST", backend.chat_url, content=json.dumps(body).encode(), headers=backend.headers()

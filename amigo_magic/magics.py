@@ -237,7 +237,8 @@ class AmigoMagics(Magics):
     def _code_below(self, text: str) -> None:
         from IPython.display import display
 
-        from .render import extract_code, notice
+        from .render import notice
+        from .sanitize import extract_code
 
         code, language = extract_code(text)
         if code:

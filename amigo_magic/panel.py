@@ -26,9 +26,9 @@ from . import catalog
 from .errors import AmigoError, ConfigError
 from .export import to_json, to_markdown
 from .protocol import ChatParams
-from .render import status_text
+from .render import escape_stream_html, status_text
 from .runner import get_runner
-from .sanitize import escape_stream_html, safe_html_from_markdown
+from .sanitize import safe_html_from_markdown
 from .session import AskOptions
 
 if TYPE_CHECKING:

@@ -17,15 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from .sanitize import (
-    escape_stream_html,
-    extract_code,
-    safe_html_from_markdown,
-    safe_markdown,
-    safe_markdown_closed,
-    sanitize_html,
-)
-
 if TYPE_CHECKING:
     from .catalog import Alias, Model
     from .history import ChatSummary, Turn
@@ -40,13 +31,12 @@ __all__ = [
     "chats_table",
     "config_table",
     "endpoint_models_table",
-    "extract_code",
+    "escape_stream_html",
     "help_table",
     "image_bundle",
     "models_table",
     "notice",
     "progress",
-    "safe_markdown",
     "status_text",
     "transcript",
 ]
@@ -170,24 +160,35 @@ def answer_bundle(
     elif fmt in ("text", "json"):
         data = {"text/plain": _plain(text, status)}
     elif fmt == "html":
+        from . import sanitize  # the final render only: live updates never load markdown-it
+
         data = {
-            "text/html": sanitize_html(text) + _status_div(status),
+            "text/html": sanitize.sanitize_html(text) + _status_div(status),
             "text/plain": _plain(text, status),
         }
     else:
+        from . import sanitize
+
         data = {
             "text/markdown": _final_markdown(text, status),
-            "text/html": safe_html_from_markdown(text) + _status_div(status),
+            "text/html": sanitize.safe_html_from_markdown(text) + _status_div(status),
             "text/plain": _plain(text, status),
         }
     return data, metadata
 
 
+def escape_stream_html(text: str) -> str:
+    """The cheap HTML for an answer still streaming: escaped text, line breaks kept. O(n)."""
+    return f'<div class="amigo-stream" style="white-space: pre-wrap">{html.escape(text)}</div>'
+
+
 def _final_markdown(text: str, status: str) -> str:
+    from . import sanitize
+
     status_md = f"*{_markdown_literal(status)}*"
     if not text.strip():
         return status_md
-    return f"{safe_markdown_closed(text)}\n\n{status_md}"
+    return f"{sanitize.safe_markdown_closed(text)}\n\n{status_md}"
 
 
 _JSON_FENCE = re.compile(
@@ -356,6 +357,8 @@ def chats_table(chats: Sequence[ChatSummary]) -> Rich:
 
 def transcript(turns: Sequence[Turn], *, chat: str) -> Rich:
     """A chat as markdown (sanitised) with a plain-text twin; pictures are named, not embedded."""
+    from . import sanitize
+
     if not turns:
         return notice(f"Chat '{chat}' is empty.")
     plain: list[str] = []
@@ -369,8 +372,8 @@ def transcript(turns: Sequence[Turn], *, chat: str) -> Rich:
     md = "\n\n---\n\n".join(markdown)
     return Rich(
         {
-            "text/markdown": safe_markdown(md),
-            "text/html": safe_html_from_markdown(md),
+            "text/markdown": sanitize.safe_markdown(md),
+            "text/html": sanitize.safe_html_from_markdown(md),
             "text/plain": "\n".join(plain).rstrip(),
         },
         {"amigo": {"chat": chat, "turns": len(turns)}},

@@ -10,7 +10,6 @@ inside them (``<script>``, ``<img onerror>``, ``<svg onload>``, ``<iframe srcdoc
   follow, down to showing the whole answer as a code block.
 - :func:`safe_html_from_markdown`: markdown-it with raw HTML disabled, then ``nh3`` against an
   allow-list; :func:`sanitize_html` cleans HTML the model was asked for.
-- :func:`escape_stream_html`: escaping only, for the many updates while an answer streams.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
 __all__ = [
-    "escape_stream_html",
     "extract_code",
     "safe_html_from_markdown",
     "safe_markdown",
@@ -169,11 +167,6 @@ def safe_html_from_markdown(text: str) -> str:
 def sanitize_html(html_text: str) -> str:
     """Clean HTML the model wrote (``--format html``) against the allow-list; images are dropped."""
     return _clean(html_text)
-
-
-def escape_stream_html(text: str) -> str:
-    """The cheap HTML for an answer still streaming: escaped text, line breaks kept. O(n)."""
-    return f'<div class="amigo-stream" style="white-space: pre-wrap">{html.escape(text)}</div>'
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,12 +23,14 @@ from amigo_magic.render import (
     AnswerState,
     answer_bundle,
     escape_stream_html,
-    extract_code,
     image_bundle,
+    status_text,
+)
+from amigo_magic.sanitize import (
+    extract_code,
     safe_html_from_markdown,
     safe_markdown,
     sanitize_html,
-    status_text,
 )
 
 # ------------------------------------------------------------------------------------------

@@ -192,10 +192,10 @@ class AmigoMagics(Magics):
                 return answer_bundle(state, fmt="markdown")
 
         failures: list[str] = []
-        data, metadata = bundle(False)
+        phase = answer.phase  # on screen while no text has come; read before rendering, so a
+        data, metadata = bundle(False)  # change during the (slow) first display is not missed
         handle = display(data, metadata=metadata, raw=True, display_id=True)
         shown = 0  # characters on screen
-        phase = answer.phase  # the phase on screen while no text has come
         last = time.monotonic()
         try:
             while not answer.done.is_set():

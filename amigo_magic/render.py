@@ -44,6 +44,7 @@ __all__ = [
 Phase = Literal["thinking", "loading", "streaming", "done", "stopped", "error"]
 AnswerFormat = Literal["markdown", "text", "html", "code", "json"]
 
+UNFORMATTED_ABOVE = 256 * 1024  # characters: a longer answer's final display is not formatted
 _LIVE_PHASES = frozenset({"thinking", "loading", "streaming"})
 _FORMATS = frozenset({"markdown", "text", "html", "code", "json"})
 _IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -164,6 +165,17 @@ def answer_bundle(
 
         data = {
             "text/html": sanitize.sanitize_html(text) + _status_div(status),
+            "text/plain": _plain(text, status),
+        }
+    elif len(text) > UNFORMATTED_ABOVE:
+        # Rendering markdown this long holds markdown-it's token trees, ~25x the text, and
+        # takes seconds: show it as it streamed (escaped) instead, and say so.
+        from . import sanitize
+
+        status = f"{status} · shown unformatted (over {UNFORMATTED_ABOVE >> 10} KB)"
+        data = {
+            "text/markdown": sanitize.as_code_block(text, after=f"*{_markdown_literal(status)}*"),
+            "text/html": escape_stream_html(text) + _status_div(status),
             "text/plain": _plain(text, status),
         }
     else:

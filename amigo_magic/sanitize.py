@@ -29,6 +29,7 @@ from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
 __all__ = [
+    "as_code_block",
     "extract_code",
     "safe_html_from_markdown",
     "safe_markdown",
@@ -221,7 +222,7 @@ def _inert_markdown(text: str) -> tuple[str, list[Token]]:
     tokens = md.parse(current)
     if _is_inert(tokens):
         return current, tokens
-    current = _as_code_block(original)
+    current = as_code_block(original)
     return current, md.parse(current)
 
 
@@ -241,10 +242,12 @@ def _is_inert(tokens: Sequence[Token]) -> bool:
     return True
 
 
-def _as_code_block(text: str) -> str:
+def as_code_block(text: str, after: str = "") -> str:
+    """``text`` as one fenced code block, inert whatever it holds (the fence outgrows any run of
+    backticks inside), then the markdown ``after`` — built in one step: ``text`` may be large."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}\n{text}\n{fence}"
+    return f"{fence}\n{text}\n{fence}\n\n{after}" if after else f"{fence}\n{text}\n{fence}"
 
 
 def _code_ranges(text: str, tokens: Sequence[Token]) -> list[tuple[int, int]]:

@@ -36,6 +36,7 @@ __all__ = ["Answer", "AskOptions", "ChatSession", "ImageAnswer", "ModelSource"]
 log = logging.getLogger("amigo_magic.session")
 
 IMAGE_LIMIT = 20 * 2**20  # bytes of one picture
+PACK = 512  # streamed pieces joined into one string at a time
 _IMAGE_MAGIC = {
     b"\x89PNG\r\n\x1a\n": "image/png",
     b"\xff\xd8\xff": "image/jpeg",
@@ -65,6 +66,7 @@ class Answer:
         self.model = model
         self.chat = chat
         self.parts: list[str] = []
+        self.packed = 0  # parts[:packed] are blocks of PACK pieces joined
         self.length = 0  # characters so far
         self.phase: str = "thinking"
         self.started = time.monotonic()
@@ -219,9 +221,16 @@ class ChatSession:
                 async for event in events:
                     kind = type(event)
                     if kind is TextDelta:
-                        answer.parts.append(event.text)  # type: ignore[union-attr]
+                        parts = answer.parts
+                        parts.append(event.text)  # type: ignore[union-attr]
                         answer.length += len(event.text)  # type: ignore[union-attr]
                         answer.chunks += 1
+                        if len(parts) - answer.packed >= PACK:
+                            # A few characters per piece cost ~14x their size as separate
+                            # strings; one slice assignment packs the newest PACK into one,
+                            # atomically for a reader's "".join.
+                            parts[answer.packed :] = ["".join(parts[answer.packed :])]
+                            answer.packed += 1
                         if answer.chunks == 1:
                             answer.phase = "streaming"
                         answer.changed.set()
@@ -247,6 +256,8 @@ class ChatSession:
                 raise
         finally:
             answer.finished = time.monotonic()
+            # One string from now on: every later ``.text`` returns this object, not a copy.
+            answer.parts[:] = ["".join(answer.parts)] if answer.parts else []
             self._record_answer(answer, cell_id)
             answer.done.set()
             answer.changed.set()

@@ -597,3 +597,15 @@ def test_render_imports_no_front_end_or_network_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_very_long_answers_are_shown_unformatted_and_inert() -> None:
+    from amigo_magic.render import UNFORMATTED_ABOVE
+
+    text = "<script>window.__pwned=1</script> **x** ```\n" * (UNFORMATTED_ABOVE // 40 + 1)
+    state = AnswerState(text=text, model="m", chat="c", phase="done", seconds=1.0, tokens=9)
+    data, _ = answer_bundle(state)
+    assert "shown unformatted (over 256 KB)" in data["text/plain"]
+    assert "<script" not in data["text/html"]
+    assert data["text/markdown"].startswith("````\n<script>")  # inside a fence longer than any run
+    assert data["text/plain"].startswith(text)

@@ -41,6 +41,7 @@ __all__ = ["ChatPanel", "model_options"]
 log = logging.getLogger("amigo_magic.panel")
 
 POLL_SECONDS = 0.1  # how often the watcher looks at a live answer (and the least update interval)
+FIRST_POLL_SECONDS = 0.005  # how often it looks before the first text
 STOP_GRACE = 5.0  # seconds a stopped request may take to record itself before we stop waiting
 MAX_SHOWN = 200  # turns the transcript shows; Export has them all
 _NEW_CHAT = ""  # the chat selector's "new chat…" entry (no chat can be named "")
@@ -619,7 +620,8 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         try:
             last, give_up = 0.0, None
             while not answer.done.is_set():
-                await asyncio.sleep(POLL_SECONDS)
+                # Look often until the first text (it should show at once), then every 0.1 s.
+                await asyncio.sleep(POLL_SECONDS if answer.length else FIRST_POLL_SECONDS)
                 now = time.monotonic()
                 give_up = give_up or (now + STOP_GRACE if _stop_requested(answer) else None)
                 if give_up is not None and now > give_up:
@@ -654,7 +656,8 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         try:
             shown, give_up = 0, None
             while not answer.done.is_set():
-                await asyncio.sleep(POLL_SECONDS)
+                # Look often until the first text (it should show at once), then every 0.1 s.
+                await asyncio.sleep(POLL_SECONDS if answer.length else FIRST_POLL_SECONDS)
                 now = time.monotonic()
                 give_up = give_up or (now + STOP_GRACE if _stop_requested(answer) else None)
                 if give_up is not None and now > give_up:

@@ -656,8 +656,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         try:
             shown, give_up = 0, None
             while not answer.done.is_set():
-                # Look often until the first text (it should show at once), then every 0.1 s.
-                await asyncio.sleep(POLL_SECONDS if answer.length else FIRST_POLL_SECONDS)
+                await asyncio.sleep(POLL_SECONDS)
                 now = time.monotonic()
                 give_up = give_up or (now + STOP_GRACE if _stop_requested(answer) else None)
                 if give_up is not None and now > give_up:

@@ -27,6 +27,7 @@ from .errors import AmigoError, ConfigError
 from .export import to_json, to_markdown
 from .protocol import ChatParams
 from .render import escape_stream_html, status_text
+from .routing import resolve_target
 from .runner import get_runner
 from .sanitize import safe_html_from_markdown
 from .session import AskOptions
@@ -272,18 +273,22 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         self._hidden = 0  # older turns not shown
         self._pending_clear: str | None = None
         self._quiet = False
-        self._build(catalog.resolve(model or settings().model).id)
+        self._build(resolve_target(model, settings()).label)
         self._wire()
         self._guarded(self._on_model)()
         self._guarded(self._open)()
+        self._guarded(self._load_live_models)()
 
     # -- construction ----------------------------------------------------------------------------
 
     def _build(self, model_id: str) -> None:
         """Every widget, once; the children assigned as one tuple."""
         wide = {"description_width": "initial"}
+        options = model_options()
+        if model_id not in {value for _, value in options}:  # local, or an endpoint's model
+            options.append((f"live · {model_id}", model_id))
         self.model_picker = widgets.Dropdown(
-            options=model_options(),
+            options=options,
             value=model_id,
             description="Model",
             style=wide,
@@ -543,8 +548,41 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         with self._quietly():
             self.chat_picker.value = self._chat
 
+    def _kind(self) -> str:
+        return resolve_target(self.model_picker.value, self._settings()).kind
+
+    def _load_live_models(self) -> None:
+        """Add the local model and each endpoint's live models to the picker when the listing
+        comes back; it runs on the loop, so opening the panel never waits for a slow server."""
+        future = get_runner().submit(
+            self.session.gather_models(self._settings()), on_error=self._show_error
+        )
+        future.add_done_callback(self._add_live_models)
+
+    def _add_live_models(self, future: Any) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        known = {value for _, value in self.model_picker.options}
+        extra: list[tuple[str, str]] = []
+        down: list[str] = []
+        for source in future.result():
+            if source.error and source.name != "local":
+                down.append(source.name)
+            for model in source.models:
+                if model not in known:
+                    where = "offline, in the kernel" if source.name == "local" else source.where
+                    extra.append((f"live · {model} ({where})", model))
+        if extra:
+            value = self.model_picker.value
+            with self._quietly():
+                self.model_picker.options = [*self.model_picker.options, *extra]
+                self.model_picker.value = value
+        if down:
+            names = ", ".join(f"'{name}'" for name in down)
+            self._say(f"Endpoint {names} unavailable: `%amigo models` says why.", error=True)
+
     def _on_model(self) -> None:
-        drawing = catalog.resolve(self.model_picker.value).kind == "image"
+        drawing = self._kind() == "image"
         self.temperature.disabled = drawing
         self.send_button.tooltip = "Draw a picture of the prompt" if drawing else "Send the prompt"
 
@@ -556,14 +594,15 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         prompt = self.prompt.value.strip()
         if not prompt:
             raise ConfigError("Write a prompt first, then Send.")
-        model = catalog.resolve(self.model_picker.value)
+        model = self.model_picker.value
+        drawing = self._kind() == "image"
         self._hide_confirm()
         self._set_busy(True)
         try:
-            if model.kind == "image":
-                self._start_image(prompt, model.id)
+            if drawing:
+                self._start_image(prompt, model)
             else:
-                self._start_chat(prompt, model.id)
+                self._start_chat(prompt, model)
         except BaseException:
             self._set_busy(False)
             raise

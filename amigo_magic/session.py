@@ -402,9 +402,10 @@ class ChatSession:
     def list_models(self, settings: Settings) -> list[ModelSource]:
         """The local model and every endpoint's live models, fetched at once; a server that is
         down is listed with its error, without holding up the rest."""
-        return self._runner.call(self._list_models(settings))
+        return self._runner.call(self.gather_models(settings))
 
-    async def _list_models(self, settings: Settings) -> list[ModelSource]:
+    async def gather_models(self, settings: Settings) -> list[ModelSource]:
+        """:meth:`list_models` on the loop (the panel awaits it without blocking anyone)."""
         from .backends.local import default_model_path
         from .backends.openai import OpenAIBackend
 

@@ -499,3 +499,35 @@ def test_panel_from_the_magic_and_without_arguments(
         shell.run_cell("%unload_ext amigo_magic")
         for name in ("opened", "other", "ChatPanel"):
             shell.user_ns.pop(name, None)
+
+
+# -- live model lists ----------------------------------------------------------------------------
+
+
+def test_picker_gains_live_models_and_chats_through_an_endpoint(session: ChatSession) -> None:
+    from amigo_magic.config import Endpoint, Settings
+
+    with AmigoServer(strict_headers=False, success_status=200) as lab:
+        endpoints = (Endpoint("lab", lab.base_url), Endpoint("dead", "http://127.0.0.1:9/v1"))
+        settings = Settings(base_url=lab.base_url, endpoints=endpoints)
+        panel = ChatPanel(session=session, settings=lambda: settings)
+        values = lambda: {value for _, value in panel.model_picker.options}  # noqa: E731
+        wait_until(lambda: "lab:gpt-4o-mini" in values(), "the endpoint's live models")
+        assert len(values()) > 37  # the catalogue, and more
+        wait_until(lambda: "'dead' unavailable" in status(panel), "the dead endpoint named")
+        assert panel.model_picker.value == "gpt-4o-mini"  # the choice was not disturbed
+        panel.model_picker.value = "lab:gpt-4o-mini"
+        send(panel, "through the endpoint")
+        wait_until(lambda: idle(panel), "the answer")
+        assert "Echo: through the endpoint" in turn_html(panel, 1)
+        (request,) = [r for r in lab.requests if r.path == "/v1/chat/completions"]
+        assert request.json["model"] == "gpt-4o-mini"
+        assert "personaId" not in request.json
+
+
+def test_panel_opens_on_a_non_catalogue_default(session: ChatSession) -> None:
+    from amigo_magic.config import Settings
+
+    panel = ChatPanel(session=session, settings=lambda: Settings(model="local"))
+    assert panel.model_picker.value == "local"
+    assert not panel.temperature.disabled  # local is a chat model

@@ -429,3 +429,22 @@ def test_answers_reuse_one_connection(server: AmigoServer) -> None:
     ports = {r.client_port for r in server.requests}
     assert len(server.requests) == 3
     assert len(ports) == 1  # read to the body's end after [DONE]: the connection was pooled
+
+
+@pytest.mark.parametrize("how", ["setting", "environment"])
+def test_proxies_as_httpx_users_expect(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # The loopback server stands in for a forward proxy: it receives the absolute-form target.
+    # amigo.invalid is never resolved here; only the proxy would.
+    settings = Settings(base_url="http://amigo.invalid/v1", retry=RetryPolicy(attempts=1))
+    if how == "setting":
+        settings = settings.replace(proxy=server.origin)
+    else:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.setenv("HTTP_PROXY", server.origin)
+    events = run(collect(settings, ChatRequest("gpt", HELLO)))
+    assert text_of(events) == "Echo: hello there"
+    (request,) = server.requests
+    assert request.path == "http://amigo.invalid/v1/chat/completions"
+    assert request.headers["host"] == "amigo.invalid"

@@ -121,7 +121,7 @@ class SQLiteStore:
         )
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            db.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across a kernel crash
             db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
@@ -258,6 +258,22 @@ def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
         images=images,
         error=error,  # type: ignore[arg-type]
     )
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL. When two kernels open a new file at the same moment, SQLite
+    answers one of them "database is locked" at once, without its busy wait (measured: about
+    half of simultaneous first opens), so retry for as long as a busy writer would be waited for.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _rollback(db: sqlite3.Connection) -> None:

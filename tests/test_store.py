@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +160,32 @@ def test_export_markdown_writes_pictures_beside(tmp_path: Path) -> None:
     assert "## You\n\ndraw" in text
     assert "![a fox](chat_files/turn2-1.png)" in text
     assert files[tmp_path / "chat_files" / "turn2-1.png"] == PNG
+
+
+def _open_in_lockstep(folder: str, races: int, barrier: Any, results: Any) -> None:
+    for race in range(races):
+        barrier.wait()  # both processes open the same new file at the same moment
+        try:
+            SQLiteStore(Path(folder) / f"race{race}.db").close()
+            results.put("ok")
+        except Exception as error:
+            results.put(f"{type(error).__name__}: {error}")
+
+
+def test_two_kernels_opening_a_new_file_at_once_both_succeed(tmp_path: Path) -> None:
+    # SQLite answers one of two simultaneous WAL switches "database is locked" at once, with no
+    # busy wait; before the retry about half of such opens failed (and a kernel lost its history
+    # to an in-memory fallback).
+    context = multiprocessing.get_context("spawn")
+    races = 30
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=_open_in_lockstep, args=(str(tmp_path), races, barrier, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for _ in range(2 * races)]
+    for worker in workers:
+        worker.join(30)
+    assert outcomes == ["ok"] * (2 * races)

@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
@@ -48,7 +48,7 @@ from .protocol import (
 )
 from .sse import SSEDecoder
 
-__all__ = ["HTTPClient"]
+__all__ = ["Download", "HTTPClient"]
 
 log = logging.getLogger("amigo_magic.http")
 
@@ -61,6 +61,14 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_LIMIT = 64 * 1024  # bytes read after [DONE] to let the connection be reused
 _DRAIN_SECONDS = 0.5
 _JSON_BODY_LIMIT = 64 * 1024 * 1024
+
+
+class Download(NamedTuple):
+    """What a bounded GET read: the status, the headers, at most ``limit + 1`` chunks' bytes."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
 
 
 class HTTPClient:
@@ -129,7 +137,7 @@ class HTTPClient:
             return payload
         raise InvalidResponseError(f"{self.service} sent an empty reply.", service=self.service)
 
-    async def get(self, url: str, *, limit: int, timeout: float) -> httpx.Response:
+    async def get(self, url: str, *, limit: int, timeout: float) -> Download:
         """A bounded GET (no retries, no redirects): the caller checks status and type."""
         request = self._client.build_request("GET", url, timeout=timeout)
         host = request.url.netloc.decode()
@@ -141,7 +149,6 @@ class HTTPClient:
                     body += part
                     if len(body) > limit:
                         break
-                response._content = bytes(body)
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:
@@ -162,7 +169,7 @@ class HTTPClient:
                     short=_reason(exc),
                 )
             ) from exc
-        return response
+        return Download(response.status_code, response.headers, bytes(body))
 
     # -- the retry loop -------------------------------------------------------------------
 

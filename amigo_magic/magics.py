@@ -388,7 +388,7 @@ class AmigoMagics(Magics):
         remove = verbs.add_parser("remove", add_help=False)
         remove.add_argument("name")
         verbs.add_parser("list", add_help=False)
-        args = _parse_args(parser, argv)
+        args = parser.parse_args(argv)
         if args.verb == "list":
             if not self.endpoints:
                 return notice("No endpoints yet: %amigo endpoint add NAME URL [--key-env VAR]")
@@ -435,7 +435,7 @@ class AmigoMagics(Magics):
         parser = _parser("%amigo history")
         parser.add_argument("-c", "--chat", default="default")
         parser.add_argument("-n", type=int, default=None, help="only the last N turns")
-        args = _parse_args(parser, argv)
+        args = parser.parse_args(argv)
         turns = self.session.store.load(self.session.notebook, args.chat, limit=args.n)
         return transcript(turns, chat=args.chat)
 
@@ -452,7 +452,7 @@ class AmigoMagics(Magics):
         group = parser.add_mutually_exclusive_group()
         group.add_argument("-c", "--chat", default="default")
         group.add_argument("--all", action="store_true")
-        args = _parse_args(parser, argv)
+        args = parser.parse_args(argv)
         chat = None if args.all else args.chat
         removed = self.session.store.reset(self.session.notebook, chat)
         which = "every chat of this notebook" if chat is None else f"chat '{chat}'"
@@ -488,7 +488,7 @@ class AmigoMagics(Magics):
         parser.add_argument("--format", choices=("md", "json"), default=None)
         parser.add_argument("-c", "--chat", default="default")
         parser.add_argument("--force", action="store_true", help="overwrite existing files")
-        args = _parse_args(parser, argv)
+        args = parser.parse_args(argv)
         path = Path(args.path).expanduser()
         fmt = args.format or ("json" if path.suffix.lower() == ".json" else "md")
         turns = self.session.store.load(self.session.notebook, args.chat)
@@ -761,10 +761,6 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, add_help=False)
-
-
-def _parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    return parser.parse_args(argv)
 
 
 def _no_args(verb: str, argv: list[str]) -> None:

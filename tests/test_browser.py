@@ -179,21 +179,20 @@ def test_model_output_cannot_run_script(lab: Lab, page: Page, server: AmigoServe
     popups: list[Page] = []
     page.context.on("page", lambda popup: popups.append(popup))
 
+    def rendered_and_inert() -> None:
+        notebook.wait_output(1, "still bold")
+        notebook.wait_output(2, "still bold")
+        bold = notebook.outputs(1).locator("strong, b").filter(has_text="still bold")
+        expect(bold).to_be_visible()
+        _click_every_link(notebook)
+        page.wait_for_timeout(1000)
+        _assert_inert(notebook, popups)
+
     notebook.run_all()
     notebook.wait_executed(0, 1, 2)
-    notebook.wait_output(1, "still bold")
-    notebook.wait_output(2, "still bold")
-    expect(notebook.outputs(1).locator("strong, b").filter(has_text="still bold")).to_be_visible()
-    _click_every_link(notebook)
-    page.wait_for_timeout(1000)
-    _assert_inert(notebook, popups)
+    rendered_and_inert()
 
     # Saved and reopened, the outputs come back from the file (trusted, as the lab signed it).
     notebook.save()
     notebook.reopen()
-    notebook.wait_output(1, "still bold")
-    notebook.wait_output(2, "still bold")
-    expect(notebook.outputs(1).locator("strong, b").filter(has_text="still bold")).to_be_visible()
-    _click_every_link(notebook)
-    page.wait_for_timeout(1000)
-    _assert_inert(notebook, popups)
+    rendered_and_inert()

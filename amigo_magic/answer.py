@@ -1,0 +1,251 @@
+"""Live answers: the state one request builds up, written by the loop thread, read by any thread.
+
+An :class:`Answer` (text) or :class:`ImageAnswer` (pictures) is changed only through its methods:
+the session's stream calls :meth:`Answer.add_text`, :meth:`~Answer.progress`, :meth:`~Answer.end`…
+on the loop thread; a front end reads :meth:`~Live.snapshot` and may :meth:`~Live.stop` it, or
+:meth:`~Live.abandon` it when a stopped request never came back. Appending a piece is all the
+per-token work; rendering belongs to the front end, throttled by :mod:`.pacer`.
+
+Pure of IPython, widgets and the network.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from .errors import AmigoError
+
+if TYPE_CHECKING:
+    from .history import Status, StoredImage
+    from .protocol import Usage
+
+__all__ = ["Answer", "AnswerState", "ImageAnswer", "Live", "ModelSource", "Phase", "one_line"]
+
+Phase = Literal["thinking", "loading", "drawing", "streaming", "done", "stopped", "error"]
+LIVE_PHASES: frozenset[str] = frozenset({"thinking", "loading", "drawing", "streaming"})
+PACK = 512  # streamed pieces joined into one string at a time
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) as one space."""
+    return " ".join(text.split())
+
+
+def error_line(error: BaseException | None) -> str | None:
+    """The one line shown for ``error``: an AmigoError's message, else ``Type: message``."""
+    if error is None:
+        return None
+    if isinstance(error, AmigoError):
+        return one_line(str(error))
+    return one_line(f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerState:
+    """Everything shown for one answer at one moment: its text so far and its status."""
+
+    text: str
+    model: str
+    chat: str
+    phase: Phase
+    seconds: float
+    tokens: int | None = None
+    error: str | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Models a backend offers right now: an endpoint's live list, or the local model."""
+
+    name: str
+    where: str
+    models: tuple[str, ...] = ()
+    error: str | None = None
+
+
+class Live:
+    """What every live request shares: its phase, its clock, its ending, and how to stop it."""
+
+    def __init__(self, *, model: str, chat: str, phase: Phase) -> None:
+        self.model = model
+        self.chat = chat
+        self._phase: Phase = phase
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.error: BaseException | None = None
+        self.warnings: list[str] = []
+        self.changed = threading.Event()  # set on every change; a follower clears it
+        self.done = threading.Event()
+        self.future: concurrent.futures.Future[None] | None = None
+        self.length = 0  # characters of text so far (0 for pictures)
+
+    # -- read side (any thread) ----------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def status(self) -> Status:
+        """How the turn is recorded: complete, stopped or error."""
+        if self._phase == "stopped":
+            return "stopped"
+        return "error" if self._phase == "error" else "complete"
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.future is not None and self.future.cancelled()
+
+    def stop(self) -> None:
+        """Cancel the request; whatever arrived stays, marked stopped."""
+        if self.future is not None:
+            self.future.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    def abandon(self) -> None:
+        """A follower gave up waiting for a stopped request to record itself: show it stopped."""
+        if not self.done.is_set():
+            self._phase = "stopped"
+            self.finished = self.finished or time.monotonic()
+
+    def snapshot(self) -> AnswerState:  # pragma: no cover - each kind says what it shows
+        raise NotImplementedError
+
+    # -- write side (the loop thread) ------------------------------------------------------------
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def progress(self, phase: Phase) -> None:
+        """A phase before the first text (``loading`` a model): shown at once."""
+        if not self.length:
+            self._phase = phase
+            self.changed.set()
+
+    def end(self) -> None:
+        self._phase = "done"
+
+    def cancelled(self) -> None:
+        self._phase = "stopped"
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._phase = "error"
+
+    def close(self) -> None:
+        """The request is over, however it ended: readers wake and see the final state."""
+        self.finished = time.monotonic()
+        self.done.set()
+        self.changed.set()
+
+
+class Answer(Live):
+    """One text answer as it arrives."""
+
+    def __init__(self, *, model: str, chat: str) -> None:
+        super().__init__(model=model, chat=chat, phase="thinking")
+        self.parts: list[str] = []
+        self._packed = 0  # parts[:_packed] are blocks of PACK pieces joined
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.chunks = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def tokens(self) -> int:
+        """Completion tokens as the server counted them, else the pieces received."""
+        if self.usage is not None and self.usage.completion_tokens is not None:
+            return self.usage.completion_tokens
+        return self.chunks
+
+    def snapshot(self) -> AnswerState:
+        """The answer as the renderer needs it, at this moment."""
+        return AnswerState(
+            text=self.text,
+            model=self.model,
+            chat=self.chat,
+            phase=self.phase,
+            seconds=self.seconds,
+            tokens=self.tokens if self.chunks else None,
+            error=error_line(self.error),
+            warning="; ".join(self.warnings) or None,
+        )
+
+    def add_text(self, piece: str) -> None:
+        """One streamed piece: an append and a counter (the per-token path; keep it short)."""
+        parts = self.parts
+        parts.append(piece)
+        self.length += len(piece)
+        self.chunks += 1
+        if len(parts) - self._packed >= PACK:
+            # A few characters per piece cost ~14x their size as separate strings; one slice
+            # assignment packs the newest PACK into one, atomically for a reader's "".join.
+            parts[self._packed :] = ["".join(parts[self._packed :])]
+            self._packed += 1
+        if self.chunks == 1:
+            self._phase = "streaming"
+        self.changed.set()
+
+    def set_usage(self, usage: Usage) -> None:
+        self.usage = usage
+
+    def set_finish(self, reason: str | None) -> None:
+        self.finish_reason = reason
+
+    def end(self) -> None:
+        if self.finish_reason == "length":
+            self.warn("cut at the token limit: raise --max-tokens for more")
+        super().end()
+
+    def close(self) -> None:
+        # One string from now on: every later ``.text`` returns this object, not a copy.
+        self.parts[:] = ["".join(self.parts)] if self.parts else []
+        super().close()
+
+
+class ImageAnswer(Live):
+    """The pictures of one image request, fetched to bytes."""
+
+    def __init__(self, *, model: str, chat: str, prompt: str) -> None:
+        super().__init__(model=model, chat=chat, phase="drawing")
+        self.prompt = prompt
+        self.images: list[StoredImage] = []
+        self.skipped = 0  # pictures the reply offered beyond the per-reply cap
+
+    def add_images(self, images: Sequence[StoredImage]) -> None:
+        self.images.extend(images)
+        self.changed.set()
+
+    @property
+    def text(self) -> str:
+        """What history keeps as the turn's text: ``[2 pictures of: …]``."""
+        count = len(self.images)
+        if not count:
+            return ""
+        return f"[{count} picture{'s' if count != 1 else ''} of: {self.prompt}]"
+
+    def snapshot(self) -> AnswerState:
+        return AnswerState(
+            text=self.text,
+            model=self.model,
+            chat=self.chat,
+            phase=self.phase,
+            seconds=self.seconds,
+            error=error_line(self.error),
+            warning="; ".join(self.warnings) or None,
+        )

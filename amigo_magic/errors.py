@@ -27,6 +27,7 @@ Nothing in this module knows a key; callers redact before the server's words rea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import TypeVar
@@ -51,6 +52,7 @@ __all__ = [
     "StreamError",
     "UnknownModelError",
     "error_for_status",
+    "wait_words",
 ]
 
 _E = TypeVar("_E", bound="APIStatusError")
@@ -122,7 +124,8 @@ class APIError(AmigoError):
 
 
 class APIStatusError(APIError):
-    """The server answered with an error status."""
+    """The server answered with an error status; ``retry_after`` is the wait in seconds its
+    ``Retry-After`` header asked for (any status), or None."""
 
     def __init__(
         self,
@@ -131,10 +134,12 @@ class APIStatusError(APIError):
         status: int,
         server_message: str = "",
         service: str = "AmigoChat",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, service=service)
         self.status = status
         self.server_message = server_message
+        self.retry_after = retry_after
 
     @property
     def short(self) -> str:
@@ -166,8 +171,6 @@ class AppVersionError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     """429: too many requests; ``retry_after`` is the server's wait in seconds, if it said."""
-
-    retry_after: float | None = None
 
 
 class QuotaExceededError(APIStatusError):
@@ -206,6 +209,13 @@ class EmptyAnswerError(StreamError):
     it cannot serve this way)."""
 
 
+def wait_words(seconds: float) -> str:
+    """A wait for a message: whole seconds, rounded up (an HTTP-date gives fractions)."""
+    if seconds < 1:
+        return f"{seconds:.1g} s"
+    return f"{math.ceil(min(seconds, 1e9)):d} s"
+
+
 def _status_words(status: int, server_message: str) -> str:
     try:
         phrase = HTTPStatus(status).phrase
@@ -232,7 +242,13 @@ def error_for_status(
     lowered = server_message.lower()
 
     def make(cls: type[_E], message: str) -> _E:
-        return cls(message, status=status, server_message=server_message, service=service)
+        return cls(
+            message,
+            status=status,
+            server_message=server_message,
+            service=service,
+            retry_after=retry_after,
+        )
 
     if any(marker in lowered for marker in _QUOTA_MARKERS):
         return make(
@@ -290,14 +306,18 @@ def error_for_status(
         )
     if status == 429:
         wait = (
-            f"wait {retry_after:g} s and run it again"
+            f"wait {wait_words(retry_after)} and run it again"
             if retry_after is not None
             else "wait a minute and run it again"
         )
-        limited = make(RateLimitError, f"{service} is rate limiting requests ({words}): {wait}.")
-        limited.retry_after = retry_after
-        return limited
+        return make(RateLimitError, f"{service} is rate limiting requests ({words}): {wait}.")
     if status >= 500:
+        if retry_after is not None:
+            return make(
+                ServerError,
+                f"{service} had a server error ({words}) and asks to be retried in "
+                f"{wait_words(retry_after)}: wait that long and run it again.",
+            )
         return make(
             ServerError,
             f"{service} had a server error ({words}). Try again in a minute; if it persists, "

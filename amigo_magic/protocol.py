@@ -29,6 +29,7 @@ __all__ = [
     "TextDelta",
     "Usage",
     "chat_body",
+    "error_event_message",
     "error_message_from_body",
     "image_body",
     "image_prompt",
@@ -173,6 +174,29 @@ def in_band_error(payload: Any) -> str | None:
     if isinstance(error, dict):
         return str(error.get("message") or error.get("type") or json.dumps(error))
     return str(error)
+
+
+def error_event_message(data: str) -> str:
+    """The message of an SSE ``event: error``, whose data may be JSON (``{"error": ...}``,
+    ``{"message": ...}``, ``{"detail": ...}``, a JSON string) or plain text; one line, at most
+    300 characters, "no details" when it says nothing."""
+    text = data
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    if isinstance(payload, str):
+        text = payload
+    elif isinstance(payload, dict):
+        found = in_band_error(payload)
+        if found is None:
+            for key in ("message", "detail", "msg"):
+                if isinstance(payload.get(key), str) and payload[key]:
+                    found = payload[key]
+                    break
+        text = found if found is not None else _preview(payload)
+    words = " ".join(text.split()).rstrip(".")
+    return _one_line(words, 300) if words else "no details"
 
 
 def parse_chunk(payload: Any) -> list[Event]:

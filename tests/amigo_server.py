@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -282,6 +283,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     client_port: int = 0  # the client's source port: one per TCP connection
+    received: float = 0.0  # time.monotonic() when its headers were read
 
     @property
     def json(self) -> Any:
@@ -328,6 +330,8 @@ class Reply:
     keepalive_every: int | None = None
     error_after: int | None = None
     in_band_error: dict[str, Any] | None = None
+    error_event: str | None = None
+    content_encoding: str | None = None
     invalid_utf8: bool = False
     text_field: str = "delta"
     batch: int = 1
@@ -366,6 +370,8 @@ class Reply:
         keepalive_every: int | None = None,
         error_after: int | None = None,
         in_band_error: dict[str, Any] | None = None,
+        error_event: str | None = None,
+        content_encoding: str | None = None,
         invalid_utf8: bool = False,
         text_field: str = "delta",
         batch: int = 1,
@@ -379,6 +385,15 @@ class Reply:
         with neither, the server streams its default ``"Echo: <last user message>"``.
         Every ``*_after=N`` switch fires after N text chunks (clamped to the chunk count, so it
         always fires). ``in_band_error`` alone means ``error_after=0``.
+
+        ``error_event`` sends an SSE ``event: error`` whose data is that text (each line a
+        ``data:`` line; JSON or plain) at ``error_after``, then ``data: [DONE]`` (with
+        ``done``): a server that reports a failure in-band and ends the stream "well".
+
+        ``content_encoding`` sends the whole body at once, labelled with that coding:
+        ``"gzip"`` really compressed; ``"br"`` as a valid brotli stream of stored
+        (uncompressed) meta-blocks, which is what a client without brotli then misreads; any
+        other name, the plain body under that label.
 
         Framing: each HTTP chunk holds ``batch`` events (``split``: fixed-size pieces of the
         byte stream; ``drip``: one byte per chunk). With ``batch=1`` and nothing timed between
@@ -395,7 +410,7 @@ class Reply:
             raise ValueError("split must be >= 1")
         if keepalive_every is not None and keepalive_every < 1:
             raise ValueError("keepalive_every must be >= 1")
-        if in_band_error is not None and error_after is None:
+        if (in_band_error is not None or error_event is not None) and error_after is None:
             error_after = 0
         return cls(
             kind="stream",
@@ -418,6 +433,8 @@ class Reply:
             keepalive_every=keepalive_every,
             error_after=error_after,
             in_band_error=in_band_error,
+            error_event=error_event,
+            content_encoding=content_encoding,
             invalid_utf8=invalid_utf8,
             text_field=text_field,
             batch=batch,
@@ -795,7 +812,7 @@ class _Handler(BaseHTTPRequestHandler):
                 key = name.lower()
                 headers[key] = f"{headers[key]}, {value}" if key in headers else value
             port = self.client_address[1] if self.client_address else 0
-            owner._record(Recorded(self.command, self.path, headers, body, port))
+            owner._record(Recorded(self.command, self.path, headers, body, port, time.monotonic()))
             self._route(owner, self.command, urlsplit(self.path).path, headers, body)
         except _ClientGone:
             self.close_connection = True
@@ -965,6 +982,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sleep(reply.stall_before)
             status = reply.status if reply.status is not None else owner.success_status
             headers = (("cache-control", "no-cache"), *reply.headers)
+            if reply.content_encoding is not None:
+                raw = b"".join(i for i in self._stream_items(reply, ctx) if type(i) is bytes)
+                body = _encode_body(raw, reply.content_encoding)
+                headers += (("content-encoding", reply.content_encoding),)
+                self._write(self._head(status, "text/event-stream", headers, length=None))
+                finish()
+                self._write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body))
+                return
             self._write(self._head(status, "text/event-stream", headers, length=None))
             items = self._stream_items(reply, ctx)
             if reply.batch == 1 and reply.split is None and reply.drip <= 0:
@@ -1086,7 +1111,15 @@ class _Handler(BaseHTTPRequestHandler):
             actions.setdefault(min(reply.malformed_after, count), []).append(
                 b'data: {"choices": [' + end
             )
-        if reply.error_after is not None:
+        if reply.error_after is not None and reply.error_event is not None:
+            at = min(reply.error_after, count)
+            lines = [b"data: " + line.encode() for line in reply.error_event.split("\n")]
+            event = le.join([b"event: error", *lines]) + end
+            actions.setdefault(at, []).append(event)
+            if reply.done:
+                actions[at].append(b"data: [DONE]" + end)
+            stop_at = at
+        elif reply.error_after is not None:
             at = min(reply.error_after, count)
             error = reply.in_band_error or {"message": "Internal error", "type": "server_error"}
             actions.setdefault(at, []).append(b"data: " + _dumps({"error": error}).encode() + end)
@@ -1137,6 +1170,47 @@ class _Handler(BaseHTTPRequestHandler):
             yield b"data: " + _dumps(final).encode() + end
         if reply.done:
             yield b"data: [DONE]" + end
+
+
+def _encode_body(data: bytes, coding: str) -> bytes:
+    """``data`` in a content coding: gzip for real, brotli as stored meta-blocks, else as is."""
+    if coding == "gzip":
+        compressor = zlib.compressobj(wbits=31)
+        return compressor.compress(data) + compressor.flush()
+    if coding != "br":
+        return data
+    # RFC 7932: WBITS=16 (one 0 bit); per meta-block ISLAST=0, MNIBBLES=4 (00), MLEN-1 in 16
+    # bits, ISUNCOMPRESSED=1, zero padding to a byte, then the bytes; last ISLAST=1, ISEMPTY=1.
+    out = bytearray()
+    bits = 0
+    nbits = 0
+
+    def put(value: int, width: int) -> None:
+        nonlocal bits, nbits
+        bits |= value << nbits
+        nbits += width
+
+    def align() -> None:
+        nonlocal bits, nbits
+        while nbits > 0:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+        bits = nbits = 0
+
+    put(0, 1)  # WBITS = 16
+    for start in range(0, len(data), 65536):
+        block = data[start : start + 65536]
+        put(0, 1)  # ISLAST
+        put(0, 2)  # MNIBBLES = 4
+        put(len(block) - 1, 16)
+        put(1, 1)  # ISUNCOMPRESSED
+        align()
+        out += block
+    put(1, 1)  # ISLAST
+    put(1, 1)  # ISLASTEMPTY
+    align()
+    return bytes(out)
 
 
 class _ChunkedOut:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import ssl
 import time
@@ -31,9 +32,9 @@ from .errors import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    ConfigError,
     EmptyAnswerError,
     InvalidResponseError,
-    RateLimitError,
     StreamError,
     error_for_status,
 )
@@ -41,6 +42,7 @@ from .protocol import (
     Event,
     Finish,
     StreamWarning,
+    error_event_message,
     error_message_from_body,
     in_band_error,
     parse_chunk,
@@ -61,6 +63,37 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _DRAIN_LIMIT = 64 * 1024  # bytes read after [DONE] to let the connection be reused
 _DRAIN_SECONDS = 0.5
 _JSON_BODY_LIMIT = 64 * 1024 * 1024
+
+# The content codings httpx can decode here (brotli and zstd only when their packages are
+# installed). httpx passes any other coding through undecoded, as if it were plain text, so a
+# body in one is refused with a clear line, and Accept-Encoding names only these.
+try:
+    from httpx._decoders import SUPPORTED_DECODERS as _HTTPX_DECODERS
+
+    _DECODABLE = frozenset(_HTTPX_DECODERS)
+except ImportError:  # pragma: no cover - a future httpx that moved it
+    _DECODABLE = frozenset({"identity", "gzip", "deflate"})
+_ACCEPT_ENCODING = ", ".join(sorted(_DECODABLE - {"identity"}))
+
+# What h11 accepts as a header value (no CR, LF, NUL or other control character, no space at
+# either end), in the ASCII httpx encodes str values with.
+_HEADER_VALUE = re.compile(r"(?:[!-~]+(?:[ \t]+[!-~]+)*)?")
+_HEADER_BYTES = re.compile(rb"(?:[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)?")
+_HEADER_SETTING = {
+    "authorization": "The API key for {service}",
+    "x-device-version": "The device version (AMIGO_DEVICE_VERSION)",
+    "user-agent": "The user agent setting",
+    "origin": "The site URL setting",
+    "referer": "The site URL setting",
+}
+
+
+class _UnsendableHeader(Exception):
+    """A header value the transport would refuse; carries the header's name, never its value."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 class Download(NamedTuple):
@@ -91,6 +124,7 @@ class HTTPClient:
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect),
             proxy=settings.proxy,
             transport=transport,
+            headers={"accept-encoding": _ACCEPT_ENCODING},
             verify=default_ssl_context(),
             follow_redirects=False,  # an API that redirects a POST is misconfigured: say so
         )
@@ -116,9 +150,15 @@ class HTTPClient:
             ).as_dict()
         method = "GET" if body is None else "POST"
         content = None if body is None else json.dumps(body).encode()
-        request = self._client.build_request(
-            method, url, content=content, headers=headers, extensions=extensions
-        )
+        for name, value in headers.items():
+            if not _HEADER_VALUE.fullmatch(value):
+                raise _UnsendableHeader(name.lower())
+        try:
+            request = self._client.build_request(
+                method, url, content=content, headers=headers, extensions=extensions
+            )
+        except UnicodeEncodeError:
+            raise _UnsendableHeader("") from None
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s headers=%s", method, url, self._redact(dict(request.headers)))
         return request
@@ -179,26 +219,45 @@ class HTTPClient:
         policy = self.settings.retry
         failures: list[str] = []
         for attempt in range(1, policy.attempts + 1):
-            request = build()
+            # A header value the transport refuses (a key ending in CR, a non-ASCII character)
+            # fails the same way on every try: say so once, naming the header but never its
+            # value, and raise outside the handler so no chained traceback keeps the frames
+            # that held it.
+            refused: str | None = None
+            try:
+                request = build()
+            except _UnsendableHeader as unsendable:
+                refused = unsendable.name
+            if refused is not None:
+                raise self._scrub(self._unsendable(refused))
             delivered = False
             retryable = False
             wait: float | None = None
             try:
                 response = await self._client.send(request, stream=True)
+            except httpx.LocalProtocolError:
+                refused = _refused_header(request.headers)  # h11 would not write it
             except httpx.HTTPError as exc:
                 error: APIError = self._transport_error(exc, request, started=False)
                 retryable = not isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL))
             else:
                 try:
                     if response.status_code in (200, 201):
+                        coding = _undecodable_coding(response.headers)
+                        if coding is not None:
+                            raise self._unreadable(response.status_code, coding)
                         async for item in consume(response):
                             delivered = True
                             yield item
                         return
                     error = await self._status_error(response)
                     retryable = response.status_code in RETRYABLE_STATUSES
-                    if isinstance(error, RateLimitError):
+                    if retryable:  # Retry-After on any of them: 503 as well as 429 (RFC 9110)
                         wait = error.retry_after
+                except httpx.DecodingError:
+                    raise self._scrub(
+                        self._unreadable(response.status_code, "", delivered=delivered)
+                    ) from None
                 except httpx.HTTPError as exc:
                     error = self._transport_error(exc, request, started=True)
                     if delivered:
@@ -208,6 +267,9 @@ class HTTPClient:
                     raise self._scrub(spoken) from None
                 finally:
                     await response.aclose()
+            if refused is not None:
+                del request  # held the refused header
+                raise self._scrub(self._unsendable(refused))
             failures.append(error.short)
             if not retryable or attempt == policy.attempts:
                 raise self._scrub(error.with_attempts(failures))
@@ -234,7 +296,7 @@ class HTTPClient:
             for event in parse_completion(await self._json_body(response)):
                 yield event
             return
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(source=self.service)
         feed, loads = decoder.feed, json.loads  # the loop below runs once per chunk: keep it flat
         ended = False
         finished = False
@@ -245,18 +307,21 @@ class HTTPClient:
             empty = False
             for sse in feed(chunk):
                 data = sse.data
+                if sse.event == "error":  # the server's words, never an answer that ends well
+                    raise self._in_band(error_event_message(data))
                 if data == "[DONE]":
                     ended = True
                     break
                 try:
                     payload = loads(data)
                 except ValueError:
-                    malformed += 1
+                    if data:  # an event with no data (event: ping) is not a broken chunk
+                        malformed += 1
                     continue
                 try:
                     events = parse_chunk(payload)
                 except StreamError:  # an error event: the server's words, and what to do
-                    raise self._in_band(payload) from None
+                    raise self._in_band(in_band_error(payload)) from None
                 for event in events:
                     if type(event) is Finish:
                         finished = True
@@ -267,13 +332,15 @@ class HTTPClient:
             await _drain(chunks)
         else:
             for sse in decoder.close():
+                if sse.event == "error":
+                    raise self._in_band(error_event_message(sse.data))
                 if sse.data == "[DONE]":
                     ended = True
                     continue
                 try:
                     events, bad = _parse_data(sse.data)
                 except StreamError:
-                    raise self._in_band(json.loads(sse.data)) from None
+                    raise self._in_band(in_band_error(json.loads(sse.data))) from None
                 malformed += bad
                 for event in events:
                     finished = finished or type(event) is Finish
@@ -324,10 +391,11 @@ class HTTPClient:
 
     async def _status_error(self, response: httpx.Response) -> APIStatusError:
         body = bytearray()
-        async for part in response.aiter_bytes():
-            body += part
-            if len(body) >= _ERROR_BODY_LIMIT:
-                break
+        if _undecodable_coding(response.headers) is None:  # else its words would be noise
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) >= _ERROR_BODY_LIMIT:
+                    break
         words, cloudflare = error_message_from_body(
             bytes(body), response.headers.get("content-type", "")
         )
@@ -407,14 +475,46 @@ class HTTPClient:
             short=_reason(exc),
         )
 
-    def _in_band(self, payload: Any) -> StreamError:
+    def _in_band(self, message: str | None) -> StreamError:
         """An error event inside a stream, as one line that says what to do."""
-        words = " ".join((in_band_error(payload) or "no details").split()).rstrip(".")
+        words = " ".join((message or "no details").split()).rstrip(".")
         return StreamError(
             f"{self.service} sent an error in the middle of the answer: "
             f"{self._redact_text(words)[:300]}. Any text so far is kept; run the cell again, or "
             "pick another model if it keeps happening.",
             service=self.service,
+        )
+
+    def _unsendable(self, header: str) -> ConfigError:
+        """A header the transport refused, named by the setting it comes from (never shown)."""
+        what = _HEADER_SETTING.get(header, f"The {header} header" if header else "A header")
+        return ConfigError(
+            f"{what.format(service=self.service)} contains a character that cannot be sent in "
+            "an HTTP header (a line break, a carriage return from a .env file with Windows line "
+            "ends, a control or non-ASCII character, or a space at either end): set it again "
+            "without it. Nothing was sent."
+        )
+
+    def _unreadable(self, status: int, coding: str, *, delivered: bool = False) -> APIError:
+        """A body in a content coding this client cannot decode (or a corrupt one)."""
+        what = (
+            f"a body compressed as {' '.join(coding.split())[:40]!r}, which this client cannot read"
+            if coding
+            else "a compressed body that could not be decompressed"
+        )
+        fix = (
+            "A proxy between you and the server is the usual cause (it changed or ignored the "
+            "request's Accept-Encoding): bypass it (NO_PROXY) or ask for the API to pass "
+            "through unchanged."
+        )
+        if delivered:
+            return StreamError(
+                f"{self.service} sent {what} in the middle of the answer; the text so far is "
+                f"kept. {fix}",
+                service=self.service,
+            )
+        return InvalidResponseError(
+            f"{self.service} answered {status} with {what}. {fix}", service=self.service
         )
 
     def _redact(self, headers: dict[str, str]) -> dict[str, str]:
@@ -446,6 +546,23 @@ def default_ssl_context() -> ssl.SSLContext:
 @functools.lru_cache(maxsize=4)
 def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     return httpx.create_ssl_context()  # reads the same two variables
+
+
+def _refused_header(headers: httpx.Headers) -> str:
+    """The name of the first header whose value h11 does not allow ("" if none is found)."""
+    for name, value in headers.raw:
+        if not _HEADER_BYTES.fullmatch(value):
+            return name.decode("ascii", "replace").lower()
+    return ""
+
+
+def _undecodable_coding(headers: httpx.Headers) -> str | None:
+    """The first content coding of a response that httpx cannot decode here, or None."""
+    for value in headers.get_list("content-encoding", split_commas=True):
+        coding = value.strip().lower()
+        if coding and coding not in _DECODABLE:
+            return coding
+    return None
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
@@ -500,13 +617,15 @@ def _backoff(base: float, cap: float, attempt: int) -> float:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds: delay-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
     if not value:
         return None
     value = value.strip()
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
+    if value.isascii() and value.replace(".", "", 1).isdigit():
+        return min(float(value), 1e9)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds)

@@ -8,7 +8,10 @@ renderer are imported on first use, so ``%load_ext amigo_magic`` stays fast.
 from __future__ import annotations
 
 import argparse
+import builtins
+import keyword
 import os
+import re
 import shlex
 import sys
 import time
@@ -139,6 +142,8 @@ class AmigoMagics(Magics):
         if cell is None:
             return self._subcommand(line)
         args = self._parse(self.amigo, line, "%%amigo")
+        if args.out is not None:
+            _check_out_name(args.out, self.shell)  # before any request
         prompt = cell if args.no_interpolate else self._interpolate(cell)
         prompt = prompt.rstrip().lstrip("\r\n")  # blank lines around it are noise; indents are not
         if not prompt:
@@ -160,9 +165,11 @@ class AmigoMagics(Magics):
                 _bounded(args.max_tokens, self.max_tokens, 1, 1_000_000, "--max-tokens")
             ),
         )
+        prompt = _valid_unicode(prompt, "prompt")
         system = "\n\n".join(
             part for part in (args.system or self.system_prompt, _FORMAT_HINTS.get(fmt)) if part
         )
+        system = _valid_unicode(system, "system message")
         options = AskOptions(
             chat=args.chat,
             model=args.model,
@@ -270,7 +277,7 @@ class AmigoMagics(Magics):
 
         args = self._parse(self.amigo_image, line, "%amigo_image")
         prompt = cell if cell is not None else " ".join(args.prompt)
-        prompt = self._interpolate(prompt).strip()
+        prompt = _valid_unicode(self._interpolate(prompt).strip(), "prompt")
         model = args.model or self.image_model
         options = AskOptions(chat=args.chat, model=model, cell_id=self._cell_id())
         answer = self.session.image(prompt, options, self.settings())
@@ -296,6 +303,17 @@ class AmigoMagics(Magics):
                 handle.update(data, metadata=metadata, raw=True)
             else:
                 display(data, metadata=metadata, raw=True)
+        if answer.skipped:
+            from .render import notice
+            from .session import MAX_PICTURES
+
+            listed = MAX_PICTURES + answer.skipped
+            display(
+                notice(
+                    f"⚠ The reply listed {listed} pictures: {answer.skipped} skipped, at most "
+                    f"{MAX_PICTURES} are fetched and kept per reply."
+                )
+            )
         if answer.error is not None:
             raise answer.error
 
@@ -436,6 +454,11 @@ class AmigoMagics(Magics):
         parser.add_argument("-c", "--chat", default="default")
         parser.add_argument("-n", type=int, default=None, help="only the last N turns")
         args = parser.parse_args(argv)
+        if args.n is not None and args.n < 1:
+            raise UsageError(
+                f"%amigo history -n counts the last turns to show: give 1 or more (got {args.n}),"
+                " e.g. %amigo history -n 10."
+            )
         turns = self.session.store.load(self.session.notebook, args.chat, limit=args.n)
         return transcript(turns, chat=args.chat)
 
@@ -489,6 +512,8 @@ class AmigoMagics(Magics):
         parser.add_argument("-c", "--chat", default="default")
         parser.add_argument("--force", action="store_true", help="overwrite existing files")
         args = parser.parse_args(argv)
+        if not args.path.strip():
+            raise UsageError("Give a file to export to, e.g. %amigo export chat.md")
         path = Path(args.path).expanduser()
         fmt = args.format or ("json" if path.suffix.lower() == ".json" else "md")
         turns = self.session.store.load(self.session.notebook, args.chat)
@@ -499,12 +524,7 @@ class AmigoMagics(Magics):
             files = {path: text.encode()}
         else:
             files = to_markdown(turns, chat=args.chat, path=path)
-        existing = [str(p) for p in files if p.exists()]
-        if existing and not args.force:
-            raise ConfigError(f"{existing[0]} already exists; add --force to overwrite it.")
-        for target, data in files.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        _write_export(files, force=args.force)
         pictures = sum(len(t.images) for t in turns)
         return notice(
             f"Exported {len(turns)} turns of chat '{args.chat}' to {path}"
@@ -696,6 +716,30 @@ class AmigoMagics(Magics):
         self._last_error = (getattr(info, "raw_cell", "") or "", trace)
 
 
+def _write_export(files: dict[Any, bytes], *, force: bool) -> None:
+    """Write an export's files; a path that cannot be written is one line saying which and why."""
+    try:
+        for target in files:
+            if target.is_dir():
+                raise ConfigError(
+                    f"{target} is a folder: give a file name, e.g. {target / 'chat.md'}"
+                )
+        existing = [str(p) for p in files if p.exists()]
+        if existing and not force:
+            raise ConfigError(f"{existing[0]} already exists; add --force to overwrite it.")
+        for target, data in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    except OSError as error:
+        where = error.filename or next(iter(files))
+        reason = error.strerror or type(error).__name__
+        if isinstance(error, FileExistsError | NotADirectoryError):
+            reason = "a file is in the way of a folder on that path"
+        raise ConfigError(
+            f"Cannot export to {where}: {reason}. Pick a path in a folder you can write to."
+        ) from None
+
+
 def _is_ipython_frame(filename: str) -> bool:
     return f"{os.sep}IPython{os.sep}" in filename
 
@@ -745,6 +789,64 @@ def _bounded(value: float | None, default: float, low: float, high: float, flag:
     if not low <= value <= high:
         raise ConfigError(f"{flag} must be between {low:g} and {high:g}; got {value:g}.")
     return value
+
+
+# -- inputs: -o names and text that is not valid Unicode --------------------------------------
+
+# IPython's own names in the user namespace: replacing one breaks the shell (get_ipython, In)
+# or silently corrupts its state (Out, Err, the _ / _i history variables).
+_IPYTHON_NAMES = frozenset(
+    {"In", "Out", "Err", "get_ipython", "exit", "quit", "_", "__", "___", "_oh", "_ih", "_dh"}
+)
+_IPYTHON_HISTORY_NAME = re.compile(r"_i+\d*|_\d+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_out_name(name: str, shell: Any) -> None:
+    """``-o NAME`` must be a plain variable of the user's: a UsageError saying why otherwise."""
+    example = "pick another name, e.g. -o answer"
+    if not name.isidentifier():
+        raise UsageError(
+            f"-o {name!r} is not a Python variable name (letters, digits and _, not starting "
+            f"with a digit): {example}."
+        )
+    if keyword.iskeyword(name):
+        raise UsageError(f"-o {name!r} is a Python keyword: {example}.")
+    hidden = getattr(shell, "user_ns_hidden", {})
+    if (
+        name in _IPYTHON_NAMES
+        or name in hidden
+        or _IPYTHON_HISTORY_NAME.fullmatch(name)
+        or (name.startswith("__") and name.endswith("__"))
+    ):
+        raise UsageError(f"-o {name!r} would replace one of IPython's own names: {example}.")
+    if hasattr(builtins, name):
+        raise UsageError(f"-o {name!r} would hide Python's built-in {name}: {example}.")
+
+
+def _valid_unicode(text: str, what: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, and a one-line notice saying so.
+
+    A lone surrogate (``'\\ud800'``) is not a character: it cannot be encoded as UTF-8, so
+    neither the request nor the history database can hold it. Replacing it keeps the rest of
+    the prompt, which is what the user meant to send; a surrogate pair becomes its character.
+    """
+    if text.isascii() or _LONE_SURROGATE.search(text) is None:
+        return text
+    fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    count = fixed.count("\ufffd") - text.count("\ufffd")
+    if count:
+        from IPython.display import display
+
+        from .render import notice
+
+        display(
+            notice(
+                f"⚠ The {what} held {count} lone surrogate{'s' if count != 1 else ''} "
+                "(e.g. '\\ud800', not valid Unicode); sent as \ufffd (U+FFFD) instead."
+            )
+        )
+    return fixed
 
 
 def _split(line: str) -> list[str]:

@@ -36,6 +36,7 @@ __all__ = ["Answer", "AskOptions", "ChatSession", "ImageAnswer", "ModelSource"]
 log = logging.getLogger("amigo_magic.session")
 
 IMAGE_LIMIT = 20 * 2**20  # bytes of one picture
+MAX_PICTURES = 10  # pictures fetched from one image reply; the rest are counted, not fetched
 PACK = 512  # streamed pieces joined into one string at a time
 _IMAGE_MAGIC = {
     b"\x89PNG\r\n\x1a\n": "image/png",
@@ -130,6 +131,7 @@ class ImageAnswer:
         self.chat = chat
         self.prompt = prompt
         self.images: list[StoredImage] = []
+        self.skipped = 0  # pictures of the reply beyond MAX_PICTURES, not fetched
         self.started = time.monotonic()
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -310,7 +312,9 @@ class ChatSession:
         try:
             backend = self._backend(target, settings)
             result = await backend.image(ImageRequest(target.model, answer.prompt))
-            for image in result.images:
+            # A reply may list any number of pictures; fetch (and keep) at most MAX_PICTURES.
+            answer.skipped = max(0, len(result.images) - MAX_PICTURES)
+            for image in result.images[:MAX_PICTURES]:
                 answer.images.append(await self._fetch(image, answer.prompt, settings))
         except asyncio.CancelledError:
             status = "stopped"

@@ -609,3 +609,75 @@ def test_very_long_answers_are_shown_unformatted_and_inert() -> None:
     assert "<script" not in data["text/html"]
     assert data["text/markdown"].startswith("````\n<script>")  # inside a fence longer than any run
     assert data["text/plain"].startswith(text)
+
+
+# ------------------------------------------------------------------------------------------
+# Deep nesting (issue 11, item 15): markdown-it stops at its nesting limit and dropped the rest
+
+
+class TextOf(HTMLParser):
+    """The text a reader sees in an HTML fragment, one string."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.feed(fragment)
+        self.close()
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def text(self) -> str:
+        return " ".join(" ".join(self.parts).split())
+
+
+# JupyterLab's markdown renderer (marked) has no nesting limit: render as deep as it would.
+DEEP_RENDERER = TrustingMarkdownIt("commonmark", {"html": True, "maxNesting": 10_000})
+
+
+def nested_list(levels: int) -> str:
+    items = "".join(f"{'  ' * i}- level{i}\n" for i in range(levels))
+    return f"{items}\nThe closing paragraph stays. After it, **more** text.\n"
+
+
+@pytest.mark.parametrize("levels", [10, 19])
+def test_deeply_nested_lists_keep_the_rest_of_the_answer(levels: int) -> None:
+    text = nested_list(levels)
+    state = AnswerState(text=text, model="m", chat="c", phase="done", seconds=1.0, tokens=9)
+    data, _ = answer_bundle(state)
+    for rendered in (
+        data["text/html"],  # the cell's HTML
+        DEEP_RENDERER.render(data["text/markdown"]),  # the cell's markdown, as the front end
+        safe_html_from_markdown(text),  # the panel's
+    ):
+        seen = TextOf(rendered).text()
+        assert "The closing paragraph stays. After it, more text." in seen
+        assert f"level{levels - 1}" in seen
+        dom = Dom(rendered)
+        assert dom.tags().count("ul") == levels  # still a nested list, not code
+        assert "pre" not in dom.tags()
+        assert_inert_html(rendered)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        nested_list(60),
+        "> " * 80 + "quoted\n\nThe closing paragraph stays.\n",
+        "".join(f"{'   ' * i}1. <b onclick=x>level{i}</b>\n" for i in range(50))
+        + "\nThe closing paragraph stays.\n",
+    ],
+)
+def test_nesting_too_deep_to_parse_is_kept_whole_as_code(text: str) -> None:
+    state = AnswerState(text=text, model="m", chat="c", phase="done", seconds=1.0, tokens=9)
+    data, _ = answer_bundle(state)
+    for rendered in (
+        data["text/html"],
+        DEEP_RENDERER.render(data["text/markdown"]),
+        safe_html_from_markdown(text),
+    ):
+        assert "The closing paragraph stays." in TextOf(rendered).text()
+        dom = Dom(rendered)
+        assert dom.tags()[:2] == ["pre", "code"]
+        assert dom.code_texts[0].rstrip("\n") == text.rstrip("\n")  # every character
+        assert_inert_html(rendered)

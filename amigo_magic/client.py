@@ -245,7 +245,7 @@ class HTTPClient:
                     if response.status_code in (200, 201):
                         coding = _undecodable_coding(response.headers)
                         if coding is not None:
-                            raise self._unreadable(response.status_code, coding)
+                            raise self._unreadable(coding)
                         async for item in consume(response):
                             delivered = True
                             yield item
@@ -255,9 +255,7 @@ class HTTPClient:
                     if retryable:  # Retry-After on any of them: 503 as well as 429 (RFC 9110)
                         wait = error.retry_after
                 except httpx.DecodingError:
-                    raise self._scrub(
-                        self._unreadable(response.status_code, "", delivered=delivered)
-                    ) from None
+                    raise self._scrub(self._unreadable("", delivered=delivered)) from None
                 except httpx.HTTPError as exc:
                     error = self._transport_error(exc, request, started=True)
                     if delivered:
@@ -495,7 +493,7 @@ class HTTPClient:
             "without it. Nothing was sent."
         )
 
-    def _unreadable(self, status: int, coding: str, *, delivered: bool = False) -> APIError:
+    def _unreadable(self, coding: str, *, delivered: bool = False) -> APIError:
         """A body in a content coding this client cannot decode (or a corrupt one)."""
         what = (
             f"a body compressed as {' '.join(coding.split())[:40]!r}, which this client cannot read"
@@ -513,9 +511,7 @@ class HTTPClient:
                 f"kept. {fix}",
                 service=self.service,
             )
-        return InvalidResponseError(
-            f"{self.service} answered {status} with {what}. {fix}", service=self.service
-        )
+        return InvalidResponseError(f"{self.service} sent {what}. {fix}", service=self.service)
 
     def _redact(self, headers: dict[str, str]) -> dict[str, str]:
         return {

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import re
 import time
-from collections.abc import Coroutine
-from contextlib import aclosing
+from collections.abc import Coroutine, Iterator
+from contextlib import aclosing, contextmanager
 from http import HTTPStatus
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from amigo_magic.backends.amigo import AmigoBackend
 from amigo_magic.backends.base import ChatRequest, ImageRequest
+from amigo_magic.client import HTTPClient
 from amigo_magic.config import RetryPolicy, Settings, Timeouts
 from amigo_magic.errors import (
     APIConnectionError,
@@ -23,6 +26,7 @@ from amigo_magic.errors import (
     AppVersionError,
     AuthenticationError,
     BadRequestError,
+    ConfigError,
     EmptyAnswerError,
     InvalidResponseError,
     NotFoundError,
@@ -34,6 +38,7 @@ from amigo_magic.errors import (
 )
 from amigo_magic.protocol import Event, Finish, ImageResult, StreamWarning, TextDelta, Usage
 from tests.amigo_server import AmigoServer, Reply
+from tests.shell import Recorder, TestingShell
 
 T = TypeVar("T")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -448,3 +453,262 @@ def test_proxies_as_httpx_users_expect(
     (request,) = server.requests
     assert request.path == "http://amigo.invalid/v1/chat/completions"
     assert request.headers["host"] == "amigo.invalid"
+
+
+# -- issue 11: stream errors, undecodable bodies, Retry-After, refused headers -------------------
+
+
+def collect_seen(server: AmigoServer, seen: list[str], **changes: Any) -> None:
+    """Stream an answer, appending each text piece to ``seen`` as it arrives."""
+
+    async def go() -> None:
+        backend = AmigoBackend(settings_for(server, **changes))
+        try:
+            async with aclosing(backend.chat(ChatRequest("gpt", HELLO))) as events:
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        seen.append(event.text)
+        finally:
+            await backend.aclose()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"error": {"message": "model overloaded", "type": "server_error"}}',
+        '{"error": "model overloaded"}',
+        '{"message": "model overloaded"}',
+        "model overloaded",
+        "model\noverloaded",  # two data lines of plain text
+    ],
+)
+def test_sse_error_event_is_a_stream_error_with_its_message(server: AmigoServer, data: str) -> None:
+    server.enqueue(Reply.stream(chunks=["kept ", "never sent"], error_after=1, error_event=data))
+    seen: list[str] = []
+    with pytest.raises(StreamError) as info:
+        collect_seen(server, seen)
+    message = str(info.value)
+    assert "model overloaded" in message
+    assert message.startswith("AmigoChat sent an error in the middle of the answer")
+    assert "\n" not in message
+    assert seen == ["kept "]  # the text so far reached the caller; nothing was invented
+    assert len(server.requests) == 1
+
+
+def test_sse_error_event_before_any_text_says_so(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["x"], error_event=""))
+    with pytest.raises(StreamError, match="in the middle of the answer: no details"):
+        chat(server)
+
+
+def test_sse_error_event_never_echoes_the_key(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream(chunks=["a"], error_event="bad token sk-event-77"))
+    with pytest.raises(StreamError) as info:
+        chat(server, api_key="sk-event-77")
+    assert "sk-event-77" not in str(info.value)
+
+
+def test_event_without_data_is_not_a_malformed_chunk(server: AmigoServer) -> None:
+    body = (
+        b"event: ping\n\n"
+        b'data: {"choices":[{"delta":{"content":"fine"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    server.enqueue(Reply.raw(body, content_type="text/event-stream"))
+    events = chat(server)
+    assert text_of(events) == "fine"
+    assert not [e for e in events if isinstance(e, StreamWarning)]
+
+
+@pytest.mark.parametrize("coding", ["br", "x-squeeze", "gzip, br"])
+def test_undecodable_content_encoding_is_one_clear_line(server: AmigoServer, coding: str) -> None:
+    server.enqueue(Reply.stream("the first words matter", content_encoding=coding))
+    with pytest.raises(InvalidResponseError) as info:
+        chat(server)
+    message = str(info.value)
+    assert message.startswith("AmigoChat sent a body compressed as '")
+    assert "which this client cannot read" in message
+    assert "proxy" in message
+    assert "\n" not in message
+    assert len(server.requests) == 1  # the same body would come back: not retried
+
+
+def test_corrupt_gzip_body_is_one_clear_line_not_a_broken_connection(server: AmigoServer) -> None:
+    server.enqueue(
+        Reply.raw(b"data: not gzip at all\n\n", content_type="text/event-stream",
+                  headers={"content-encoding": "gzip"})
+    )  # fmt: skip
+    with pytest.raises(InvalidResponseError, match=r"could not be decompressed.*proxy"):
+        chat(server)
+    assert len(server.requests) == 1
+
+
+def test_gzip_stream_is_read(server: AmigoServer) -> None:
+    server.enqueue(Reply.stream("compressed and fine", content_encoding="gzip"))
+    assert text_of(chat(server)) == "compressed and fine"
+
+
+def test_accept_encoding_names_only_codings_httpx_decodes_here(server: AmigoServer) -> None:
+    import httpx._decoders
+
+    chat(server)
+    sent = server.requests[0].headers["accept-encoding"]
+    codings = {c.strip() for c in sent.split(",")}
+    assert codings <= set(httpx._decoders.SUPPORTED_DECODERS)
+    assert "gzip" in codings
+
+
+def test_one_event_over_16_mb_is_a_clear_error(server: AmigoServer) -> None:
+    server.enqueue(Reply.raw(b"data: " + b"x" * (17 << 20), content_type="text/event-stream"))
+    with pytest.raises(StreamError, match=r"a single event larger than 16 MB") as info:
+        chat(server)
+    assert "\n" not in str(info.value)
+    assert len(server.requests) == 1
+
+
+def test_503_retry_after_seconds_is_honoured(server: AmigoServer) -> None:
+    server.enqueue(Reply.error(503, "busy", retry_after="1"))
+    assert text_of(chat(server)) == "Echo: hello there"
+    first, second = server.requests
+    assert second.received - first.received >= 0.9  # waited as asked, not the 0.01 s backoff
+
+
+def test_503_retry_after_http_date_is_honoured(server: AmigoServer) -> None:
+    when = email.utils.formatdate(time.time() + 2, usegmt=True)  # whole seconds: 1 to 2 s away
+    server.enqueue(Reply.error(503, "busy", retry_after=when))
+    assert text_of(chat(server)) == "Echo: hello there"
+    first, second = server.requests
+    assert second.received - first.received >= 0.9
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_retry_after_past_the_policy_is_reported_at_once(server: AmigoServer, status: int) -> None:
+    server.enqueue(Reply.error(status, "maintenance", retry_after="600"))
+    start = time.monotonic()
+    with pytest.raises(ServerError) as info:
+        chat(server)
+    assert time.monotonic() - start < 5
+    assert len(server.requests) == 1
+    message = str(info.value)
+    assert "asks to be retried in 600 s" in message
+    assert '"maintenance"' in message
+
+
+def http_client(server: AmigoServer) -> HTTPClient:
+    return HTTPClient(settings_for(server), service="AmigoChat")
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "named"),
+    [
+        ("authorization", "Bearer sk-live-KEY123\r", "The API key for AmigoChat"),
+        ("authorization", "Bearer sk-live-KEY123\r\n", "The API key for AmigoChat"),
+        ("authorization", "Bearer sk-live-KÉY123", "The API key for AmigoChat"),
+        ("authorization", "Bearer sk-live-KEY123\x00", "The API key for AmigoChat"),
+        (
+            "x-device-version",
+            "1.0.45\r\nx-evil: sk-live-KEY123",
+            "The device version (AMIGO_DEVICE_VERSION)",
+        ),
+        ("x-custom", "sk-live-KEY123 ", "The x-custom header"),
+    ],
+)
+def test_header_the_transport_refuses_is_one_line_not_retried_never_shown(
+    server: AmigoServer, header: str, value: str, named: str
+) -> None:
+    client = http_client(server)
+    url = f"{server.base_url}/chat/completions"
+
+    async def go() -> None:
+        try:
+            build = lambda: client.build(url, {"stream": True}, {header: value})  # noqa: E731
+            async for _ in client.stream_events(build):
+                pass
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ConfigError) as info:
+        run(go())
+    error = info.value
+    message = str(error)
+    assert message.startswith(f"{named} contains a character that cannot be sent in an HTTP header")
+    assert "sk-live-KEY123" not in message
+    assert "KÉY" not in message
+    assert "\n" not in message
+    assert server.requests == []  # nothing sent, nothing retried
+    assert error.__cause__ is None
+    assert error.__context__ is None
+    # no frame of ours in the traceback (what %xmode Verbose or %debug shows) holds the value
+    tb = error.__traceback__
+    frames = 0
+    while tb is not None:
+        if "amigo_magic" not in tb.tb_frame.f_code.co_filename:
+            tb = tb.tb_next
+            continue
+        frames += 1
+        for local in tb.tb_frame.f_locals.values():
+            assert not isinstance(local, httpx.Request)
+            if isinstance(local, str | dict):
+                assert "sk-live-KEY123" not in repr(local)
+        tb = tb.tb_next
+    assert frames  # the client's own frames were looked at
+
+
+def test_refused_header_in_a_cell_is_one_line(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amigo_magic.backends import amigo
+
+    real = amigo.AmigoBackend.headers
+
+    def with_cr(self: AmigoBackend) -> dict[str, str]:
+        return {**real(self), "authorization": "Bearer sk-cell-KEY9\r"}
+
+    monkeypatch.setattr(amigo.AmigoBackend, "headers", with_cr)
+    with magic_shell(server, monkeypatch) as ip:
+        result = ip.run_cell_quietly("%%amigo\nhello")
+        error = result.error_in_exec
+        assert isinstance(error, ConfigError)
+        (line,) = error._render_traceback_()
+        assert "The API key for AmigoChat contains a character" in line
+        assert "sk-cell-KEY9" not in line
+    assert [r for r in server.requests if r.path.endswith("/chat/completions")] == []
+
+
+@contextmanager
+def magic_shell(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    shell = TestingShell.instance()
+    shell.display_pub = Recorder()
+    shell.run_cell("%load_ext amigo_magic")
+    shell.run_cell("%config AmigoMagics.throttle = 0.05")
+    try:
+        yield shell
+    finally:
+        shell.run_cell("%unload_ext amigo_magic")
+
+
+def test_sse_error_event_in_a_cell_keeps_the_text_and_says_why(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.enqueue(
+        Reply.stream(chunks=["kept ", "text ", "never"], error_after=2,
+                     error_event='{"error": {"message": "upstream model crashed"}}')
+    )  # fmt: skip
+    with magic_shell(server, monkeypatch) as ip:
+        result = ip.run_cell_quietly("%%amigo\nhello")
+        error = result.error_in_exec
+        assert isinstance(error, StreamError)
+        (line,) = error._render_traceback_()
+        assert "upstream model crashed" in line
+        pub = ip.display_pub
+        assert isinstance(pub, Recorder)
+        final = pub.final()["text/plain"]
+        assert final.startswith("kept text")
+        assert "✖" in final  # not marked complete
+        magics = ip.magics_manager.registry["AmigoMagics"]
+        (_, answer) = magics.session.store.load(magics.session.notebook, "default")
+        assert answer.status == "error"  # not "done": the turn is kept as a failed answer
+        assert answer.content.startswith("kept text")

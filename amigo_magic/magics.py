@@ -644,6 +644,8 @@ class AmigoMagics(Magics):
 
         from .render import notice
 
+        if self._session is not None:  # the store's news: a file deleted under it, turns held
+            self._notices += self._session.store.take_notices()
         while self._notices:
             display(notice(self._notices.pop(0)))
 

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import dataclasses
 import ipaddress
 import logging
 import threading
@@ -169,6 +170,7 @@ class ChatSession:
         self._factory = backend_factory or _make_backend
         self._backends: dict[object, Backend] = {}
         self._downloads: dict[Settings, HTTPClient] = {}
+        self._asked: dict[object, tuple[str, Turn]] = {}  # live answer → (notebook, its prompt)
         runner.on_close(self.aclose)
 
     # -- chat ----------------------------------------------------------------------------------
@@ -185,17 +187,21 @@ class ChatSession:
                 "chat model (`%amigo models` lists them)."
             )
         window_size = options.max_history * 2 + 2  # room for exchanges window() leaves out
+        notebook = self.notebook
+        asked = Turn(
+            "user",
+            prompt,
+            model=target.label,
+            cell_id=options.cell_id,
+            no_history=not options.use_history,  # sent alone, and never resent as context
+        )
         if options.cell_id:  # a re-run cell: its earlier exchange must not be sent as context
-            self.store.add(
-                self.notebook,
-                options.chat,
-                Turn("user", prompt, model=target.label, cell_id=options.cell_id),
-                replace_cell=True,
-            )
-            earlier = self.store.load(self.notebook, options.chat, limit=window_size)[:-1]
+            unsaved = self.store.add(notebook, options.chat, asked, replace_cell=True)
+            earlier = self.store.load(notebook, options.chat, limit=window_size)
+            earlier = [turn for turn in earlier if turn.uid != asked.uid]
         else:
-            earlier = self.store.load(self.notebook, options.chat, limit=window_size)
-            self.store.add(self.notebook, options.chat, Turn("user", prompt, model=target.label))
+            earlier = self.store.load(notebook, options.chat, limit=window_size)
+            unsaved = self.store.add(notebook, options.chat, asked)
         messages: list[dict[str, str]] = []
         if options.system:
             messages.append({"role": "system", "content": options.system})
@@ -203,6 +209,9 @@ class ChatSession:
             messages += window(earlier, options.max_history)
         messages.append({"role": "user", "content": prompt})
         answer = Answer(model=target.label, chat=options.chat)
+        if unsaved:
+            answer.warnings.append(unsaved)
+        self._asked[answer] = (notebook, asked)
         request = ChatRequest(target.model, messages, options.params)
         answer.future = self._runner.submit(
             self._stream(answer, request, target, settings, options.cell_id)
@@ -266,6 +275,7 @@ class ChatSession:
 
     def _record_answer(self, answer: Answer, cell_id: str | None) -> None:
         usage = answer.usage
+        notebook, asked = self._asked.pop(answer, (self.notebook, None))
         turn = Turn(
             "assistant",
             answer.text,
@@ -276,12 +286,16 @@ class ChatSession:
             seconds=round(answer.seconds, 3),
             cell_id=cell_id,
             error=str(answer.error) if answer.error is not None else None,
+            reply_to=asked.uid if asked is not None else None,  # not kept if its prompt went
+            no_history=asked is not None and asked.no_history,
         )
         try:
-            self.store.add(self.notebook, answer.chat, turn)
+            unsaved = self.store.add(notebook, answer.chat, turn)
         except Exception as error:  # the answer is on screen; say it could not be kept
             log.warning("could not save the answer: %s", error)
-            answer.warnings.append(f"not saved to history ({error})")
+            unsaved = f"not saved to history ({error})"
+        if unsaved and unsaved not in answer.warnings:
+            answer.warnings.append(unsaved)
 
     # -- images --------------------------------------------------------------------------------
 
@@ -295,13 +309,10 @@ class ChatSession:
             )
         if not prompt.strip():
             raise ConfigError("Say what to draw: %amigo_image a lighthouse at dusk")
-        self.store.add(
-            self.notebook,
-            options.chat,
-            Turn("user", prompt, model=target.label, cell_id=options.cell_id),
-            replace_cell=bool(options.cell_id),
-        )
+        asked = Turn("user", prompt, model=target.label, cell_id=options.cell_id)
+        self.store.add(self.notebook, options.chat, asked, replace_cell=bool(options.cell_id))
         answer = ImageAnswer(model=target.label, chat=options.chat, prompt=prompt)
+        self._asked[answer] = (self.notebook, asked)
         answer.future = self._runner.submit(self._draw(answer, target, settings, options.cell_id))
         return answer
 
@@ -338,8 +349,11 @@ class ChatSession:
                 images=tuple(answer.images),
                 error=str(answer.error) if answer.error is not None else None,
             )
+            notebook, asked = self._asked.pop(answer, (self.notebook, None))
+            if asked is not None:  # not kept if its prompt went (a reset while it drew)
+                turn = dataclasses.replace(turn, reply_to=asked.uid)
             try:
-                self.store.add(self.notebook, answer.chat, turn)
+                self.store.add(notebook, answer.chat, turn)  # a problem is the store's notice
             except Exception as error:
                 log.warning("could not save the pictures: %s", error)
             answer.done.set()

@@ -1,8 +1,10 @@
 """The durable history store: SQLite (stdlib), the only module that writes SQL.
 
 One file for every notebook, keyed by (notebook, chat). WAL mode so readers never block the
-writer and two kernels can write at once (a busy timeout covers the short write lock); one
-transaction per turn; numbered migrations applied on open (``PRAGMA user_version``).
+writer and two kernels can write at once (a short busy wait covers the brief write lock; a lock
+held longer, or a full disk, holds the turn back in a :mod:`~amigo_magic.journal` for a background
+retry); one transaction per turn; numbered migrations applied on open (``PRAGMA user_version``),
+and a file of a newer schema is never written to.
 
 Pictures are stored as BLOBs in the same transaction as their turn, not as files beside the
 database: a crash can never leave a turn without its pictures or orphaned files, ``reset`` removes
@@ -12,6 +14,7 @@ less) and read only when a transcript shows them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -20,14 +23,20 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .history import ChatSummary, StoredImage, Turn
+from .history import ChatSummary, HistoryBusyError, StoredImage, Turn
+from .journal import Held, Journal
 
 __all__ = ["DB_NAME", "SQLiteStore", "default_home"]
 
 log = logging.getLogger("amigo_magic.store")
 
 DB_NAME = "history.db"
-BUSY_TIMEOUT = 10.0  # seconds a writer waits for another kernel's write to finish
+BUSY_TIMEOUT = 10.0  # seconds opening (and closing) waits for another kernel's write
+WRITE_WAIT = 0.5  # seconds a turn's write waits for another program's lock before it is held back
+DRAIN_WAIT = 0.1  # seconds each background retry of a held turn waits for the lock
+RESET_WAIT = 2.0  # seconds a reset (the user waits for its answer) waits for the lock
+CLOSE_WAIT = 2.0  # seconds closing (unload, kernel exit) waits for held turns to be written
+RECENT = 200  # turns per chat remembered for answering when the file cannot be read
 
 
 def _m001_initial(db: sqlite3.Connection) -> None:
@@ -69,11 +78,21 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX images_by_turn ON images (turn_id, position)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_initial,)
+def _m002_reply_links(db: sqlite3.Connection) -> None:
+    """Each turn gets an identity and an answer the identity of its prompt, so two answers
+    streaming into one chat at once each pair with their own question; ``no_history`` marks
+    an exchange sent with ``--no-history``, never sent again as context."""
+    db.execute("ALTER TABLE turns ADD COLUMN uid TEXT")
+    db.execute("ALTER TABLE turns ADD COLUMN reply_to TEXT")
+    db.execute("ALTER TABLE turns ADD COLUMN no_history INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX turns_by_uid ON turns (notebook, chat, uid) WHERE uid IS NOT NULL")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_initial, _m002_reply_links)
 
 _COLUMNS = (
     "id, role, content, model, status, prompt_tokens, completion_tokens, seconds, cell_id, "
-    "created, error"
+    "created, error, uid, reply_to, no_history"
 )
 
 
@@ -90,19 +109,37 @@ class SQLiteStore:
     """A :class:`~amigo_magic.history.HistoryStore` in one SQLite file (or ``":memory:"``).
 
     Safe to share between threads: one connection, used under a lock. ``notice`` holds what the
-    user should be told about opening it (a corrupt file moved aside), or None.
+    user should be told about opening it (a corrupt file moved aside, a newer version's file left
+    alone), or None; :meth:`take_notices` what happened since.
+
+    A turn is never lost to the file: a write waits at most :data:`WRITE_WAIT` for another
+    program's lock, then the turn is held in a :class:`~amigo_magic.journal.Journal` and written
+    by a background retry (so are turns a full disk refused), in order. Before each use the file
+    at ``path`` is compared with the open one, so a deleted file is noticed and a new one started.
+    A file of a newer schema is never written to: the store keeps this kernel's turns in memory.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self.notice: str | None = None
-        self._lock = threading.Lock()
-        if self.path != ":memory:":
+        self._lock = threading.RLock()
+        self._notices: list[str] = []
+        self._memory = self.path == ":memory:"
+        self._identity: tuple[int, int] | None = None
+        self._recent: dict[tuple[str, str], list[Turn]] = {}  # what a failed read falls back on
+        self._read_problem: str | None = None
+        self._held_since = 0  # turns held back (and not dropped) since the journal was last empty
+        self._journal = Journal(self._drain)
+        if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
+        except _NewerSchema as newer:
+            self.notice = newer.notice(self.path)
+            log.warning(self.notice)
+            self._db = self._open_memory()
         except sqlite3.DatabaseError as error:
-            if self.path == ":memory:" or not _is_corruption(error):
+            if self._memory or not _is_corruption(error):
                 raise
             aside = f"{self.path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
             for suffix in ("", "-wal", "-shm"):
@@ -121,17 +158,31 @@ class SQLiteStore:
         )
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > len(MIGRATIONS):  # before anything that writes, the WAL switch too
+                raise _NewerSchema(version)
             _enable_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across a kernel crash
             db.execute("PRAGMA foreign_keys = ON")
-            if self.path != ":memory:":
+            if not self._memory:
                 (check,) = db.execute("PRAGMA quick_check").fetchone()
                 if check != "ok":
                     raise sqlite3.DatabaseError(f"integrity check failed: {check}")
             self._migrate(db)
+            db.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT * 1000)}")
+            if not self._memory:
+                self._identity = _identity(self.path)
         except BaseException:
             db.close()
             raise
+        return db
+
+    def _open_memory(self) -> sqlite3.Connection:
+        self._memory = True
+        self._identity = None
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA foreign_keys = ON")
+        self._migrate(db)
         return db
 
     @staticmethod
@@ -154,78 +205,246 @@ class SQLiteStore:
     def load(self, notebook: str, chat: str, *, limit: int | None = None) -> list[Turn]:
         if limit is not None and limit <= 0:
             return []
+        key = (notebook, chat)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM turns WHERE notebook = ? AND chat = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (notebook, chat, -1 if limit is None else limit),
-            ).fetchall()
-            rows.reverse()
-            images = self._images([row[0] for row in rows])
-        return [_turn(row, images.get(row[0], ())) for row in rows]
-
-    def add(self, notebook: str, chat: str, turn: Turn, *, replace_cell: bool = False) -> None:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            self._follow_file()
+            held = self._journal.turns(notebook, chat)
             try:
-                if replace_cell and turn.cell_id:
-                    db.execute(
-                        "DELETE FROM turns WHERE notebook = ? AND chat = ? AND cell_id = ?",
-                        (notebook, chat, turn.cell_id),
+                rows = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM turns WHERE notebook = ? AND chat = ? "
+                    "ORDER BY id DESC LIMIT ?",
+                    (notebook, chat, -1 if limit is None else limit),
+                ).fetchall()
+                rows.reverse()
+                images = self._images([row[0] for row in rows])
+            except sqlite3.Error as error:  # answer from what this kernel knows
+                problem = f"the history file could not be read ({error})"
+                if problem != self._read_problem:
+                    self._read_problem = problem
+                    self._notices.append(
+                        f"⚠ {problem[:1].upper()}{problem[1:]}; this kernel goes on with the "
+                        "turns it knows."
                     )
-                cursor = db.execute(
-                    "INSERT INTO turns (notebook, chat, role, content, model, status, "
-                    "prompt_tokens, completion_tokens, seconds, cell_id, created, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        notebook, chat, turn.role, turn.content, turn.model, turn.status,
-                        turn.prompt_tokens, turn.completion_tokens, turn.seconds, turn.cell_id,
-                        turn.created, turn.error,
-                    ),
-                )  # fmt: skip
-                db.executemany(
-                    "INSERT INTO images (turn_id, position, mime, alt, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (cursor.lastrowid, i, image.mime, image.alt, image.data)
-                        for i, image in enumerate(turn.images)
-                    ],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
+                known = [t for t in self._recent.get(key, []) if t not in held] + held
+                return known[-limit:] if limit is not None else known
+            self._read_problem = None
+            turns = [_turn(row, images.get(row[0], ())) for row in rows]
+            turns += held
+            self._recent[key] = turns[-RECENT:]
+        return turns[-limit:] if limit is not None else turns
+
+    def add(
+        self, notebook: str, chat: str, turn: Turn, *, replace_cell: bool = False
+    ) -> str | None:
+        item = Held(notebook, chat, turn, replace_cell)
+        with self._lock:
+            self._follow_file()
+            if not len(self._journal):
+                try:
+                    self._write(item)
+                except (sqlite3.Error, OSError) as error:
+                    if self._memory:
+                        log.warning("could not keep a turn: %s", error)
+                        return f"not saved to history ({error})"
+                    return self._hold(item, error)
+                recent = self._recent.get((notebook, chat))
+                if recent is not None:
+                    recent.append(turn)
+                    del recent[:-RECENT]
+                return None
+            return self._hold(item, None)
 
     def chats(self, notebook: str) -> list[ChatSummary]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT chat, COUNT(*), MAX(created) FROM turns WHERE notebook = ? "
-                "GROUP BY chat ORDER BY MAX(created) DESC",
-                (notebook,),
-            ).fetchall()
+            self._follow_file()
+            try:
+                rows = self._db.execute(
+                    "SELECT chat, COUNT(*), MAX(created) FROM turns WHERE notebook = ? "
+                    "GROUP BY chat ORDER BY MAX(created) DESC",
+                    (notebook,),
+                ).fetchall()
+            except sqlite3.Error as error:
+                raise HistoryBusyError(
+                    f"The history file could not be read ({error}); try again in a moment."
+                ) from None
         return [ChatSummary(name, count, last) for name, count, last in rows]
 
     def reset(self, notebook: str, chat: str | None = None) -> int:
         with self._lock:
+            self._follow_file()
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                if chat is None:
-                    cursor = db.execute("DELETE FROM turns WHERE notebook = ?", (notebook,))
-                else:
-                    cursor = db.execute(
-                        "DELETE FROM turns WHERE notebook = ? AND chat = ?", (notebook, chat)
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                _rollback(db)
-                raise
-        return cursor.rowcount
+                db.execute(f"PRAGMA busy_timeout = {int(RESET_WAIT * 1000)}")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    if chat is None:
+                        cursor = db.execute("DELETE FROM turns WHERE notebook = ?", (notebook,))
+                    else:
+                        cursor = db.execute(
+                            "DELETE FROM turns WHERE notebook = ? AND chat = ?", (notebook, chat)
+                        )
+                    db.execute("COMMIT")
+                except BaseException:
+                    _rollback(db)
+                    raise
+            except sqlite3.Error as error:
+                raise HistoryBusyError(
+                    f"Could not clear the history ({error}); nothing was removed. Try again "
+                    "when the program using the history file is done."
+                ) from None
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT * 1000)}")
+            removed = cursor.rowcount + self._journal.drop(notebook, chat)
+            for key in list(self._recent):
+                if key[0] == notebook and (chat is None or key[1] == chat):
+                    del self._recent[key]
+        return removed
+
+    def take_notices(self) -> list[str]:
+        with self._lock:
+            notices, self._notices = self._notices, []
+        return notices
 
     def close(self) -> None:
+        """Write what is held back (waiting a moment for it), then close the file."""
+        if len(self._journal) and not self._journal.wait(CLOSE_WAIT):
+            log.warning(
+                "%d history turns could not be written to %s before closing; they are lost",
+                len(self._journal),
+                self.path,
+            )
+        self._journal.close()
         with self._lock:
             self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _write(self, item: Held) -> None:
+        """One turn in one transaction. An answer whose prompt has gone (a reset, or a re-run
+        of its cell while it streamed) is not written: it would pair with nothing."""
+        db, turn = self._db, item.turn
+        notebook, chat = item.notebook, item.chat
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > len(MIGRATIONS):  # a newer version migrated the file meanwhile
+                _rollback(db)
+                self._leave_for_memory(_NewerSchema(version).notice(self.path))
+                self._write(item)
+                return
+            if (
+                turn.reply_to is not None
+                and not db.execute(
+                    "SELECT 1 FROM turns WHERE notebook = ? AND chat = ? AND uid = ?",
+                    (notebook, chat, turn.reply_to),
+                ).fetchone()
+            ):
+                db.execute("COMMIT")
+                return
+            if item.replace_cell and turn.cell_id:
+                db.execute(
+                    "DELETE FROM turns WHERE notebook = ? AND chat = ? AND cell_id = ?",
+                    (notebook, chat, turn.cell_id),
+                )
+            cursor = db.execute(
+                "INSERT INTO turns (notebook, chat, role, content, model, status, "
+                "prompt_tokens, completion_tokens, seconds, cell_id, created, error, uid, "
+                "reply_to, no_history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    notebook, chat, turn.role, turn.content, turn.model, turn.status,
+                    turn.prompt_tokens, turn.completion_tokens, turn.seconds, turn.cell_id,
+                    turn.created, turn.error, turn.uid, turn.reply_to, int(turn.no_history),
+                ),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO images (turn_id, position, mime, alt, data) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (cursor.lastrowid, i, image.mime, image.alt, image.data)
+                    for i, image in enumerate(turn.images)
+                ],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+
+    def _hold(self, item: Held, error: BaseException | None) -> str:
+        """Keep ``item`` for the background writer; the line that tells the user."""
+        why = _why(error) if error is not None else "earlier turns are still waiting to be written"
+        if not self._journal.add(item):
+            return f"not saved to history: {why}, and memory for unsaved turns is full"
+        if not self._held_since and error is not None:  # once, when turns start waiting
+            self._notices.append(
+                f"⚠ History is not being saved right now ({why}): turns are kept in memory "
+                "and written to the file as soon as it can take them."
+            )
+        self._held_since += 1
+        log.info("history turn held back: %s", why)
+        return f"not saved to history yet: {why}; kept in memory and written as soon as it can be"
+
+    def _drain(self) -> bool:
+        """Write held turns, oldest first, each waiting at most a moment for the lock (the
+        store's lock is held meanwhile, so a cell waits no longer than that)."""
+        while True:
+            with self._lock:
+                item = self._journal.head()
+                if item is None:
+                    return True
+                self._follow_file()
+                self._db.execute(f"PRAGMA busy_timeout = {int(DRAIN_WAIT * 1000)}")
+                try:
+                    self._write(item)
+                except (sqlite3.Error, OSError) as error:
+                    log.debug("held history turn still not written: %s", error)
+                    return False
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT * 1000)}")
+                self._journal.pop(item)
+                if not len(self._journal) and self._held_since:
+                    count, self._held_since = self._held_since, 0
+                    self._notices.append(
+                        f"✓ {count} history turn{'s' if count != 1 else ''} held back earlier "
+                        f"{'are' if count != 1 else 'is'} now saved."
+                    )
+
+    def _follow_file(self) -> None:
+        """Reopen when the file at ``path`` is no longer the open one (deleted or replaced):
+        otherwise every later turn would go to a file no one can open again."""
+        if self._memory:
+            return
+        now = _identity(self.path)
+        if now == self._identity:
+            return
+        gone = now is None
+        self._db.close()
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = self._open()
+        except _NewerSchema as newer:
+            self._db = self._open_memory()
+            self._notices.append(f"⚠ {newer.notice(self.path)}")
+            return
+        except (sqlite3.Error, OSError) as error:
+            self._db = self._open_memory()
+            self._notices.append(
+                f"⚠ The history file {self.path} was {'deleted' if gone else 'replaced'} and "
+                f"could not be started again ({error}); this kernel keeps its history in memory "
+                "only."
+            )
+            return
+        self._recent.clear()
+        self._notices.append(
+            f"⚠ The history file {self.path} was deleted while this kernel ran; a new one was "
+            "started there (the earlier turns are gone)."
+            if gone
+            else f"⚠ The history file {self.path} was replaced while this kernel ran; this "
+            "kernel now uses the new one."
+        )
+
+    def _leave_for_memory(self, why: str) -> None:
+        self._db.close()
+        self._db = self._open_memory()
+        self._notices.append(f"⚠ {why}")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -243,8 +462,42 @@ class SQLiteStore:
         return {turn_id: tuple(images) for turn_id, images in found.items()}
 
 
+class _NewerSchema(Exception):
+    """The file was written by a newer amigo_magic (its ``user_version`` is above ours)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.version = version
+
+    def notice(self, path: str) -> str:
+        return (
+            f"The history file {path} was made by a newer amigo_magic (schema version "
+            f"{self.version}; this one knows up to {len(MIGRATIONS)}): it is left untouched and "
+            "this kernel keeps its history in memory only. Upgrade amigo_magic "
+            "(pip install -U amigo-magic) to use that history."
+        )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _why(error: BaseException) -> str:
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        return "another program is holding the history file's lock"
+    if "full" in text or getattr(error, "errno", None) == errno.ENOSPC:
+        return "the disk is full"
+    return f"the history file cannot be written ({text})"
+
+
 def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
-    _, role, content, model, status, prompt, completion, seconds, cell_id, created, error = row
+    _, role, content, model, status, prompt, completion, seconds, cell_id, created, error = row[:11]
+    uid, reply_to, no_history = row[11:]
     return Turn(
         role,  # type: ignore[arg-type]
         str(content),
@@ -257,6 +510,9 @@ def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
         created=float(created),  # type: ignore[arg-type]
         images=images,
         error=error,  # type: ignore[arg-type]
+        uid=uid,  # type: ignore[arg-type]
+        reply_to=reply_to,  # type: ignore[arg-type]
+        no_history=bool(no_history),
     )
 
 

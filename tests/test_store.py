@@ -39,9 +39,10 @@ def exchange(
 def test_schema_wal_and_migrations(tmp_path: Path, db: SQLiteStore) -> None:
     raw = sqlite3.connect(tmp_path / "history.db")
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("PRAGMA user_version").fetchone() == (1,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"turns_by_chat", "turns_by_time", "turns_by_cell", "images_by_turn"} <= indexes
+    expected = {"turns_by_chat", "turns_by_time", "turns_by_cell", "turns_by_uid", "images_by_turn"}
+    assert expected <= indexes
     raw.close()
     SQLiteStore(tmp_path / "history.db").close()  # re-opening migrates nothing twice
 

@@ -48,6 +48,7 @@ from .protocol import (
     parse_chunk,
     parse_completion,
 )
+from .redact import scrub
 from .sse import SSEDecoder
 
 __all__ = ["Download", "HTTPClient"]
@@ -117,8 +118,12 @@ class HTTPClient:
     ) -> None:
         self.settings = settings
         self.service = service
-        # The key this client sends; scrubbed from every error it raises, whatever the source.
-        self._secret = secret if secret is not None else settings.api_key
+        # The key this client sends, and every other key the settings hold: scrubbed from every
+        # error it raises, in every form a server echoes them (see redact.py).
+        sent = secret if secret is not None else settings.api_key
+        self._secrets = tuple(
+            dict.fromkeys([*([sent.reveal()] if sent else []), *settings.known_secrets()])
+        )
         t = settings.timeouts
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect),
@@ -519,13 +524,15 @@ class HTTPClient:
         }
 
     def _redact_text(self, text: str) -> str:
-        key = self._secret.reveal() if self._secret is not None else ""
-        return text.replace(key, "***") if key else text
+        return scrub(text, self._secrets) if self._secrets else text
 
     def _scrub(self, error: E) -> E:
         """``error`` with the key taken out of everything it says (servers echo keys)."""
         error.message = self._redact_text(error.message)
         error.args = (error.message,)
+        if isinstance(error, APIError):
+            error._short = self._redact_text(error._short)
+            error.attempts = tuple(self._redact_text(a) for a in error.attempts)
         if isinstance(error, APIStatusError):
             error.server_message = self._redact_text(error.server_message)
         return error

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -22,6 +23,7 @@ __all__ = [
     "Secret",
     "Settings",
     "Timeouts",
+    "display_url",
 ]
 
 DEFAULT_BASE_URL = "https://api.amigochat.io/v1"
@@ -34,12 +36,17 @@ USER_AGENT = (
 
 
 class Secret:
-    """An API key that never prints: ``repr``/``str`` show a mask, :meth:`reveal` the value."""
+    """An API key that never prints: ``repr``/``str`` show a mask, :meth:`reveal` the value.
 
-    __slots__ = ("_value",)
+    Surrounding whitespace is never part of a key (a ``.env`` file with CRLF line ends leaves a
+    ``\\r``): it is dropped. ``source`` names where the key came from, for messages.
+    """
 
-    def __init__(self, value: str) -> None:
-        self._value = value
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "the api_key setting") -> None:
+        self._value = value.strip()
+        self.source = source
 
     def reveal(self) -> str:
         """The key itself — for the Authorization header, nowhere else."""
@@ -115,14 +122,14 @@ class Settings:
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
         """Defaults, then ``AMIGO_*`` variables from ``env``, then ``overrides``."""
         values: dict[str, Any] = {}
-        if env.get("AMIGO_BASE_URL"):
-            values["base_url"] = env["AMIGO_BASE_URL"]
-        if env.get("AMIGO_API_KEY"):
-            values["api_key"] = Secret(env["AMIGO_API_KEY"])
+        if env.get("AMIGO_BASE_URL", "").strip():
+            values["base_url"] = env["AMIGO_BASE_URL"].strip()
+        if env.get("AMIGO_API_KEY", "").strip():
+            values["api_key"] = Secret(env["AMIGO_API_KEY"], "AMIGO_API_KEY")
         if env.get("AMIGO_MODEL"):
             values["model"] = env["AMIGO_MODEL"]
-        if env.get("AMIGO_DEVICE_VERSION"):
-            values["device_version"] = env["AMIGO_DEVICE_VERSION"]
+        if env.get("AMIGO_DEVICE_VERSION", "").strip():
+            values["device_version"] = env["AMIGO_DEVICE_VERSION"].strip()
         if env.get("AMIGO_LOCAL_MODEL"):
             values["local_model"] = env["AMIGO_LOCAL_MODEL"]
         values.update(overrides)
@@ -132,24 +139,101 @@ class Settings:
         """A copy with ``changes`` applied, validated."""
         return dataclasses.replace(self, **changes).validated()
 
+    def known_secrets(self) -> tuple[str, ...]:
+        """Every key these settings hold (the API key, each endpoint's), for the scrubber."""
+        keys = [self.api_key, *(e.key for e in self.endpoints)]
+        return tuple(k.reveal() for k in keys if isinstance(k, Secret) and k.reveal())
+
     def validated(self) -> Settings:
         """Self, or a :class:`ConfigError` saying which setting is wrong and how to fix it."""
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"The base URL '{self.base_url}' must start with http:// or https:// "
-                "(set AMIGO_BASE_URL, e.g. http://127.0.0.1:8000/v1)."
+                f"The base URL '{display_url(self.base_url)}' must start with http:// or "
+                "https:// (set AMIGO_BASE_URL, e.g. http://127.0.0.1:8000/v1)."
             )
+        _check_url(self.base_url, "The base URL (AMIGO_BASE_URL)", "AMIGO_API_KEY")
         if isinstance(self.api_key, str):  # a plain string slipped in: wrap it
             object.__setattr__(self, "api_key", Secret(self.api_key))
+        if self.api_key is not None:
+            _check_key(self.api_key)
         for endpoint in self.endpoints:
             if not endpoint.url.startswith(("http://", "https://")):
                 raise ConfigError(
-                    f"Endpoint '{endpoint.name}' has the URL '{endpoint.url}': it must start with "
-                    "http:// or https:// (e.g. http://127.0.0.1:11434/v1)."
+                    f"Endpoint '{endpoint.name}' has the URL '{display_url(endpoint.url)}': it "
+                    "must start with http:// or https:// (e.g. http://127.0.0.1:11434/v1)."
                 )
+            _check_url(
+                endpoint.url,
+                f"The URL of endpoint '{endpoint.name}'",
+                "--key-env VAR (the key in that environment variable)",
+            )
+            if endpoint.key is not None:
+                _check_key(endpoint.key)
+        _check_header_value(self.device_version, "device_version (AMIGO_DEVICE_VERSION)")
         if self.retry.attempts < 1:
             raise ConfigError("retry attempts must be at least 1.")
         for name in ("connect", "read", "write", "image"):
             if getattr(self.timeouts, name) <= 0:
                 raise ConfigError(f"the {name} timeout must be a positive number of seconds.")
         return self
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be shown: a user name and password in it are replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def _check_url(url: str, what: str, instead: str) -> None:
+    """Refuse credentials in a URL (they would be shown and stored) and characters that cannot
+    be sent in a request line — in one line that does not show the password."""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ConfigError(
+            f"{what} contains a space, line break or control character "
+            f"({display_url(url)!r}); remove it."
+        )
+    try:
+        parts = urlsplit(url)
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        has_credentials = False
+    if has_credentials or "@" in url.partition("://")[2].partition("/")[0]:
+        raise ConfigError(
+            f"{what} holds a user name or password ({display_url(url)}): they would be shown "
+            f"and saved. Remove them from the URL and pass the key with {instead}."
+        )
+
+
+def _check_key(key: Secret) -> None:
+    """A key that cannot be an HTTP header value is refused here, once, without showing it (no
+    local of this frame, which the error's traceback keeps, holds the key itself)."""
+    problem = _unsendable(key.reveal())
+    if problem is not None:
+        position, length, kind = problem
+        raise ConfigError(
+            f"The key from {key.source} has {kind} inside it (character {position} of "
+            f"{length}), so it cannot be sent in an HTTP header. Copy the key again without it."
+        ) from None
+
+
+def _unsendable(value: str) -> tuple[int, int, str] | None:
+    """Where ``value`` stops being a valid header value (1-based), its length, and why."""
+    for position, char in enumerate(value, 1):
+        if not (0x20 <= ord(char) < 0x7F):
+            kind = "a non-ASCII character" if ord(char) > 0x7F else "a control character"
+            return position, len(value), kind
+    return None
+
+
+def _check_header_value(value: str, what: str) -> None:
+    if _unsendable(value) is not None:
+        raise ConfigError(
+            f"The {what} {value!r} contains a line break, control or non-ASCII character, "
+            "so it cannot be sent in an HTTP header; set it to a version such as "
+            f"{DEFAULT_DEVICE_VERSION}."
+        ) from None

@@ -3,15 +3,21 @@
 Only a brace pair around a name that exists in the namespace is replaced; every other brace —
 code, JSON, set literals, ``{{doubled}}`` — stays exactly as written. Nothing is evaluated:
 indexes are integer or quoted-string literals, attributes are plain names.
+
+Secrets never leave through it: a module's attributes are not reached (a pasted
+``f"{os.environ}"`` stays as written), and every filled-in value has the secrets the caller
+knows scrubbed out of it (``env = os.environ`` then ``{env}``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import types
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .redact import scrub
 
 __all__ = ["interpolate"]
 
@@ -23,12 +29,15 @@ _FIELD = re.compile(
 _STEP = re.compile(r"\[\s*(-?\d+|'[^'\\\n]*'|\"[^\"\\\n]*\")\s*\]|\.([A-Za-z_]\w*)")
 
 
-def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
-    """``text`` with each ``{name…}`` whose name is in ``namespace`` replaced by ``str(value)``.
+def interpolate(text: str, namespace: Mapping[str, Any], secrets: Iterable[str] = ()) -> str:
+    """``text`` with each ``{name…}`` whose name is in ``namespace`` replaced by ``str(value)``,
+    with every one of ``secrets`` scrubbed out of it.
 
     A name that exists but whose index or attribute does not raises :class:`ConfigError`
-    (sending the braces on silently would hide the mistake).
+    (sending the braces on silently would hide the mistake). An attribute of a module is
+    never looked up: that field stays exactly as written.
     """
+    known = tuple(s for s in secrets if s)
 
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
@@ -37,6 +46,8 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
         value = namespace[name]
         for step in _STEP.finditer(match.group("access")):
             index, attr = step.groups()
+            if attr is not None and isinstance(value, types.ModuleType):
+                return match.group(0)  # {os.environ}: code, not a value to send
             try:
                 if attr is not None:
                     if attr.startswith("_"):
@@ -45,12 +56,20 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
                 else:
                     key: Any = int(index) if index.lstrip("-").isdigit() else index[1:-1]
                     value = value[key]
-            except (AttributeError, LookupError, TypeError) as error:
+            except Exception as error:  # the user's object failed: one line, not a traceback
+                why = scrub(_why(name, error), known)
                 raise ConfigError(
-                    f"Cannot fill in {match.group(0)}: {_why(name, error)}. Use "
+                    f"Cannot fill in {match.group(0)}: {why}. Use "
                     "--no-interpolate to send braces as written."
                 ) from None
-        return str(value)
+        try:
+            filled = str(value)
+        except Exception as error:
+            raise ConfigError(
+                f"Cannot fill in {match.group(0)}: str() failed ({type(error).__name__}). Use "
+                "--no-interpolate to send braces as written."
+            ) from None
+        return scrub(filled, known) if known else filled
 
     return _FIELD.sub(replace, text)
 
@@ -62,4 +81,6 @@ def _why(name: str, error: Exception) -> str:
         return f"no attribute '{error.args[0] if error.args else '?'}'"
     if isinstance(error, LookupError):
         return f"no item {error.args[0] if error.args else '?'!r}"
-    return str(error)
+    if isinstance(error, TypeError):
+        return " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"

@@ -394,7 +394,7 @@ class AmigoMagics(Magics):
         return endpoint_models_table(listing, default=default)
 
     def _handle_endpoint(self, argv: list[str]) -> Rich:
-        from .config import Settings
+        from .config import Settings, display_url
         from .render import config_table, notice
 
         parser = _parser("%amigo endpoint")
@@ -413,7 +413,7 @@ class AmigoMagics(Magics):
             rows = []
             for e in _endpoints(self.endpoints):
                 key = f"${e.key_env} ({'set' if e.key else 'not set'})" if e.key_env else "none"
-                rows.append((e.name, e.url, key))
+                rows.append((e.name, display_url(e.url), key))
             return config_table(rows, headers=("endpoint", "url", "key"))
         if args.verb == "remove":
             if args.name not in self.endpoints:
@@ -425,7 +425,7 @@ class AmigoMagics(Magics):
                 "An endpoint name is one word of letters, digits and _ (e.g. ollama)."
             )
         spec = {"url": args.url, **({"key_env": args.key_env} if args.key_env else {})}
-        Settings(endpoints=tuple(_endpoints({args.name: spec})))  # validates the URL
+        Settings(endpoints=tuple(_endpoints({args.name: spec}))).validated()  # URL and key
         self.endpoints = {**self.endpoints, args.name: spec}
         return notice(
             f"Endpoint '{args.name}' added for this kernel: use --model {args.name}:MODEL. "
@@ -689,7 +689,16 @@ class AmigoMagics(Magics):
         namespace = self.shell.user_ns
         if "Err" not in namespace:
             namespace = {**namespace, "Err": self.errors}
-        return interpolate(text, namespace)
+        # Every key the session knows, read without validating (a bad key is refused later, at
+        # settings time, with its own message): none may leave inside a filled-in value.
+        variables = ["AMIGO_API_KEY"]
+        for spec in self.endpoints.values():
+            if isinstance(spec, dict) and spec.get("key_env"):
+                variables.append(str(spec["key_env"]))
+        secrets = [os.environ.get(v, "") for v in variables]
+        if self._key is not None:
+            secrets.append(self._key.reveal())
+        return interpolate(text, namespace, [s for s in secrets if s.strip()])
 
     def _cell_id(self) -> str | None:
         kernel = getattr(self.shell, "kernel", None)
@@ -769,8 +778,9 @@ def _endpoints(configured: dict[str, Any]) -> list[Endpoint]:
         if "url" not in spec:
             raise ConfigError(f"AmigoMagics.endpoints['{name}'] needs a 'url'.")
         key_env = spec.get("key_env") or None
-        key = os.environ.get(key_env) if key_env else None
-        found.append(Endpoint(name, str(spec["url"]), key_env, Secret(key) if key else None))
+        key = os.environ.get(key_env, "").strip() if key_env else ""
+        secret = Secret(key, f"${key_env} (endpoint '{name}')") if key else None
+        found.append(Endpoint(name, str(spec["url"]), key_env, secret))
     return found
 
 

@@ -426,6 +426,9 @@ class ChatSession:
         """:meth:`list_models` on the loop (the panel awaits it without blocking anyone)."""
         from .backends.local import default_model_path
         from .backends.openai import OpenAIBackend
+        from .redact import scrub
+
+        secrets = settings.known_secrets()  # a server may echo its key in the model ids
 
         async def one(target: Target) -> ModelSource:
             endpoint = target.endpoint
@@ -435,9 +438,11 @@ class ChatSession:
             try:
                 models = await backend.models()
             except AmigoError as error:
-                return ModelSource(endpoint.name, endpoint.url, error=str(error))
+                return ModelSource(endpoint.name, endpoint.url, error=scrub(str(error), secrets))
             return ModelSource(
-                endpoint.name, endpoint.url, tuple(f"{endpoint.name}:{m}" for m in models)
+                endpoint.name,
+                endpoint.url,
+                tuple(f"{endpoint.name}:{scrub(m, secrets)}" for m in models),
             )
 
         targets = [Target("openai", "", e.name, "any", e) for e in settings.endpoints]

@@ -38,8 +38,11 @@ class OpenAIBackend:
     ) -> None:
         self.endpoint = endpoint
         self.settings = settings
-        self._http = HTTPClient(
-            settings, service=f"endpoint '{endpoint.name}'", transport=transport
+        self._http = HTTPClient(  # the endpoint's key: the one it sends, and scrubs
+            settings,
+            service=f"endpoint '{endpoint.name}'",
+            transport=transport,
+            secret=endpoint.key,
         )
         self._base = endpoint.url.rstrip("/")
 

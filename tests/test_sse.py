@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from amigo_magic.errors import StreamError
 from amigo_magic.sse import ServerSentEvent, SSEDecoder
 
 
@@ -115,3 +116,51 @@ def test_nothing_is_dispatched_before_the_blank_line() -> None:
 def test_invalid_utf8_is_replaced_not_fatal() -> None:
     (event,) = decode(b'data: {"c": "ok \xff\xfe"}\n\n')
     assert event.data == '{"c": "ok \ufffd\ufffd"}'
+
+
+def feed_all(decoder: SSEDecoder, data: bytes, size: int, fed: list[int]) -> None:
+    """Feed ``data`` in ``size``-byte chunks, counting the bytes handed over in ``fed``."""
+    for i in range(0, len(data), size):
+        fed[0] = i + size
+        decoder.feed(data[i : i + size])
+
+
+def test_long_line_in_many_small_chunks_hits_the_event_bound() -> None:
+    decoder = SSEDecoder(max_event_bytes=256 * 1024)
+    fed = [0]
+    with pytest.raises(StreamError) as info:
+        feed_all(decoder, b"data: " + b"x" * (300 * 1024), 1000, fed)
+    message = str(info.value)
+    assert message.startswith("The server sent a single event larger than 262144 bytes")
+    assert "\n" not in message
+    assert 256 * 1024 <= fed[0] <= 258 * 1024  # stopped as soon as it passed the bound
+
+
+def test_default_bound_is_16_mb_and_named_in_the_message() -> None:
+    decoder = SSEDecoder(source="AmigoChat")
+    fed = [0]
+    with pytest.raises(StreamError, match=r"^AmigoChat sent a single event larger than 16 MB"):
+        feed_all(decoder, b"data: " + b"x" * (17 << 20), 65536, fed)
+    assert fed[0] <= (16 << 20) + 65536
+
+
+def test_many_data_lines_of_one_event_count_toward_the_bound() -> None:
+    decoder = SSEDecoder(max_event_bytes=10_000)
+    fed = [0]
+    with pytest.raises(StreamError, match="larger than 10000 bytes"):
+        feed_all(decoder, (b"data: " + b"y" * 90 + b"\n") * 200, 97, fed)
+
+
+def test_the_bound_is_per_event_not_per_stream() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    event = b"data: " + b"z" * 900 + b"\n\n"
+    events = [e for _ in range(100) for e in decoder.feed(event[:500]) + decoder.feed(event[500:])]
+    assert len(events) == 100
+    assert all(e.data == "z" * 900 for e in events)
+
+
+def test_a_line_just_under_the_bound_in_tiny_chunks_is_whole() -> None:
+    decoder = SSEDecoder(max_event_bytes=50_000)
+    line = b"data: " + "é".encode() * 24_000 + b"\r\n\r\n"
+    events = [e for i in range(0, len(line), 7) for e in decoder.feed(line[i : i + 7])]
+    assert events == [ServerSentEvent("é" * 24_000)]

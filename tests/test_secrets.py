@@ -84,7 +84,7 @@ def test_key_from_the_environment_appears_nowhere(
     export_dir = tmp_path / "exports"
     with AmigoServer(api_key=ENV_KEY) as server:
         monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-        monkeypatch.setenv("AMIGO_API_KEY", ENV_KEY)
+        monkeypatch.setenv("AMIGO_API_KEY", ENV_KEY + "\r\n")  # a .env file with CRLF ends
         server.enqueue(*replies(ENV_KEY))
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(c) for c in cells(export_dir)]

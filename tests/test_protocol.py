@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from amigo_magic import catalog
-from amigo_magic.errors import ConfigError, InvalidResponseError, StreamError
+from amigo_magic.errors import (
+    ConfigError,
+    InvalidResponseError,
+    RateLimitError,
+    ServerError,
+    StreamError,
+    error_for_status,
+)
 from amigo_magic.protocol import (
     ChatParams,
     Finish,
@@ -13,6 +20,7 @@ from amigo_magic.protocol import (
     TextDelta,
     Usage,
     chat_body,
+    error_event_message,
     error_message_from_body,
     image_body,
     image_prompt,
@@ -121,3 +129,39 @@ def test_image_reply_url_and_b64() -> None:
 )
 def test_error_message_from_body(body: bytes, words: str, cloudflare: bool) -> None:
     assert error_message_from_body(body) == (words, cloudflare)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{"error": {"message": "model overloaded", "type": "server_error"}}', "model overloaded"),
+        ('{"error": "model overloaded"}', "model overloaded"),
+        ('{"message": "model overloaded"}', "model overloaded"),
+        ('{"detail": "model overloaded"}', "model overloaded"),
+        ('"model overloaded"', "model overloaded"),
+        ("model overloaded.", "model overloaded"),
+        ("model\n  overloaded", "model overloaded"),
+        ("", "no details"),
+        ('{"code": 17}', '{"code": 17}'),
+        ("x" * 1000, "x" * 299 + "…"),
+    ],
+)
+def test_error_event_message(data: str, message: str) -> None:
+    assert error_event_message(data) == message
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_retry_after_is_kept_and_named_on_server_errors(status: int) -> None:
+    error = error_for_status(status, "maintenance", retry_after=599.2)
+    assert isinstance(error, ServerError)
+    assert error.retry_after == 599.2
+    assert "asks to be retried in 600 s" in error.message
+
+
+def test_retry_after_words_round_up_and_keep_short_waits() -> None:
+    assert "wait 3 s" in error_for_status(429, "slow", retry_after=2.01).message
+    assert "wait 0.5 s" in error_for_status(429, "slow", retry_after=0.5).message
+    limited = error_for_status(429, "slow", retry_after=1e300)
+    assert isinstance(limited, RateLimitError)
+    assert "wait 1000000000 s" in limited.message
+    assert error_for_status(503, "down").retry_after is None

@@ -695,7 +695,7 @@ def test_sse_error_event_in_a_cell_keeps_the_text_and_says_why(
 ) -> None:
     server.enqueue(
         Reply.stream(chunks=["kept ", "text ", "never"], error_after=2,
-                     error_event='{"error": {"message": "upstream model crashed"}}')
+                     error_event='{"message": "upstream model crashed"}')
     )  # fmt: skip
     with magic_shell(server, monkeypatch) as ip:
         result = ip.run_cell_quietly("%%amigo\nhello")

@@ -421,13 +421,11 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = self._open()
         except _NewerSchema as newer:
-            self._db = self._open_memory()
-            self._notices.append(f"⚠ {newer.notice(self.path)}")
+            self._leave_for_memory(newer.notice(self.path))
             return
         except (sqlite3.Error, OSError) as error:
-            self._db = self._open_memory()
-            self._notices.append(
-                f"⚠ The history file {self.path} was {'deleted' if gone else 'replaced'} and "
+            self._leave_for_memory(
+                f"The history file {self.path} was {'deleted' if gone else 'replaced'} and "
                 f"could not be started again ({error}); this kernel keeps its history in memory "
                 "only."
             )
@@ -442,8 +440,12 @@ class SQLiteStore:
         )
 
     def _leave_for_memory(self, why: str) -> None:
+        """Go on in memory, starting from the turns this kernel knows, so windows keep them."""
         self._db.close()
         self._db = self._open_memory()
+        for (notebook, chat), turns in self._recent.items():
+            for turn in turns:
+                self._write(Held(notebook, chat, turn, False))
         self._notices.append(f"⚠ {why}")
 
     # -- helpers -------------------------------------------------------------------------------

@@ -336,6 +336,27 @@ def test_a_newer_schema_file_is_never_written_and_the_kernel_keeps_answering(
     assert rows(path, "SELECT * FROM turns") == before  # nothing written, nothing deleted
 
 
+def test_a_file_a_newer_version_migrates_meanwhile_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    store = SQLiteStore(path)
+    q1 = Turn("user", "q1")
+    for turn in (q1, Turn("assistant", "a1", reply_to=q1.uid)):
+        store.add(NOTEBOOK, "default", turn)
+    assert len(store.load(NOTEBOOK, "default")) == 2
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA user_version = 9")  # a newer kernel upgraded the file meanwhile
+    db.close()
+    q2 = Turn("user", "q2")
+    for turn in (q2, Turn("assistant", "a2", reply_to=q2.uid)):
+        assert store.add(NOTEBOOK, "default", turn) is None
+    (notice,) = store.take_notices()
+    assert "newer amigo_magic (schema version 9" in notice
+    assert [t.content for t in store.load(NOTEBOOK, "default")] == ["q1", "a1", "q2", "a2"]
+    assert store.reset(NOTEBOOK) == 4  # this kernel's memory, not the file
+    store.close()
+    assert rows(path, "SELECT content FROM turns ORDER BY id") == [("q1",), ("a1",)]
+
+
 # -- 10: a full disk ---------------------------------------------------------------------------
 
 

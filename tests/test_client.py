@@ -712,3 +712,31 @@ def test_sse_error_event_in_a_cell_keeps_the_text_and_says_why(
         (_, answer) = magics.session.store.load(magics.session.notebook, "default")
         assert answer.status == "error"  # not "done": the turn is kept as a failed answer
         assert answer.content.startswith("kept text")
+
+
+def test_header_refused_only_by_h11_is_still_one_line_not_retried(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import amigo_magic.client
+
+    # Defence in depth: were the client's own check to miss a value, h11's refusal at send
+    # time must give the same line, not a retried "could not connect" that shows the value.
+    monkeypatch.setattr(amigo_magic.client, "_HEADER_VALUE", re.compile(".*", re.DOTALL))
+    client = http_client(server)
+    url = f"{server.base_url}/chat/completions"
+
+    async def go() -> None:
+        try:
+            build = lambda: client.build(url, {}, {"authorization": "Bearer sk-h11-KEY5\r"})  # noqa: E731
+            async for _ in client.stream_events(build):
+                pass
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ConfigError) as info:
+        run(go())
+    message = str(info.value)
+    assert message.startswith("The API key for AmigoChat contains a character that cannot be sent")
+    assert "sk-h11-KEY5" not in message
+    assert info.value.__context__ is None
+    assert server.requests == []

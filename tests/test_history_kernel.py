@@ -145,3 +145,29 @@ def test_sigkill_mid_answer_keeps_every_earlier_turn(kernel: Kernel, server: Ami
         ("assistant", "Echo: before the crash"),
         ("user", "crash during this"),  # written when it was sent
     ]
+
+
+def test_two_kernels_answering_at_once_pair_each_answer_with_its_question(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Prompt A, then prompt B from a second kernel of the same notebook before A's answer; B's
+    # answer lands first. Before answers named their prompt, the next request paired them wrongly
+    # (or dropped A's exchange).
+    monkeypatch.setenv("JPY_SESSION_NAME", "shared.ipynb")
+    with running_kernel(str(tmp_path)) as one, running_kernel(str(tmp_path)) as two:
+        for k in (one, two):
+            assert k.execute("%load_ext amigo_magic").status == "ok"
+        server.enqueue(Reply.stream(stall_before=1.5), Reply.stream())
+        first = one.submit("%%amigo\nquestion A")
+        deadline = time.monotonic() + 10
+        while not sent(server) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert two.execute("%%amigo\nquestion B").status == "ok"  # done while A still waits
+        assert one.wait(first).status == "ok"
+        assert two.execute("%%amigo\nquestion C").status == "ok"
+    assert rows("SELECT content FROM turns WHERE role = 'assistant' ORDER BY id") == [
+        ("Echo: question B",), ("Echo: question A",), ("Echo: question C",),
+    ]  # fmt: skip
+    assert sent(server)[-1] == [
+        "question A", "Echo: question A", "question B", "Echo: question B", "question C",
+    ]  # fmt: skip

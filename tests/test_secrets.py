@@ -280,7 +280,7 @@ def one_line(ip: TestingShell, cell: str) -> tuple[Any, str]:
 def test_endpoint_key_echoed_in_401_502_and_models_appears_nowhere(
     ip: TestingShell, monkeypatch: pytest.MonkeyPatch, home: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("EP_KEY", EP_KEY + "\r\n")  # a .env file with CRLF line ends
+    monkeypatch.setenv("EP_KEY", EP_KEY)
     with EchoServer() as echo:
         ip.run_cell(f"%amigo endpoint add ep {echo.url} --key-env EP_KEY")
         models = ip.run_cell("%amigo models")
@@ -314,11 +314,15 @@ def test_endpoint_key_echoed_in_401_502_and_models_appears_nowhere(
 def test_a_key_with_crlf_is_stripped_and_sent(
     ip: TestingShell, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with AmigoServer(api_key=CR_KEY) as server:
+    with AmigoServer(api_key=CR_KEY) as server, EchoServer() as echo:
         monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
         monkeypatch.setenv("AMIGO_API_KEY", CR_KEY + "\r")
+        monkeypatch.setenv("EP_KEY", EP_KEY + "\r\n")  # a .env file with CRLF line ends
         ip.run_cell("%%amigo\nhello")
         assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {CR_KEY}"]
+        ip.run_cell(f"%amigo endpoint add ep {echo.url} --key-env EP_KEY")
+        ip.run_cell("%amigo models")
+    assert echo.seen == [f"Bearer {EP_KEY}"]
     assert "Echo: hello" in seen(ip)
 
 

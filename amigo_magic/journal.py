@@ -85,9 +85,10 @@ class Journal:
             if not self._items:
                 self._idle.set()
 
-    def turns(self, notebook: str, chat: str) -> list[Turn]:
+    def held(self, notebook: str, chat: str) -> list[Held]:
+        """The chat's held turns, oldest first."""
         with self._mutex:
-            return [i.turn for i in self._items if i.notebook == notebook and i.chat == chat]
+            return [i for i in self._items if i.notebook == notebook and i.chat == chat]
 
     def drop(self, notebook: str, chat: str | None = None) -> int:
         """Forget the held turns of one chat (or every chat of ``notebook``); how many went."""

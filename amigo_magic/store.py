@@ -208,7 +208,9 @@ class SQLiteStore:
         key = (notebook, chat)
         with self._lock:
             self._follow_file()
-            held = self._journal.turns(notebook, chat)
+            waiting = self._journal.held(notebook, chat)
+            held = [item.turn for item in waiting]
+            replaced = {i.turn.cell_id for i in waiting if i.replace_cell and i.turn.cell_id}
             try:
                 rows = self._db.execute(
                     f"SELECT {_COLUMNS} FROM turns WHERE notebook = ? AND chat = ? "
@@ -229,6 +231,8 @@ class SQLiteStore:
                 return known[-limit:] if limit is not None else known
             self._read_problem = None
             turns = [_turn(row, images.get(row[0], ())) for row in rows]
+            if replaced:  # a re-run cell's prompt is held: its earlier exchange is as good as gone
+                turns = [t for t in turns if t.cell_id not in replaced]
             turns += held
             self._recent[key] = turns[-RECENT:]
         return turns[-limit:] if limit is not None else turns

@@ -165,6 +165,25 @@ def test_a_held_lock_defers_turns_and_writes_them_in_order_when_it_frees(tmp_pat
     store.close()
 
 
+def test_a_cell_rerun_under_a_held_lock_replaces_its_exchange_once_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.db"
+    store = SQLiteStore(path)
+    first = Turn("user", "v1", cell_id="c1")
+    store.add(NOTEBOOK, "default", first, replace_cell=True)
+    store.add(NOTEBOOK, "default", Turn("assistant", "a1", cell_id="c1", reply_to=first.uid))
+    with lock_held_elsewhere(path):
+        again = Turn("user", "v2", cell_id="c1")
+        assert store.add(NOTEBOOK, "default", again, replace_cell=True) is not None
+        store.add(NOTEBOOK, "default", Turn("assistant", "a2", cell_id="c1", reply_to=again.uid))
+        # the re-run's earlier exchange is not offered as context while it waits
+        assert [t.content for t in store.load(NOTEBOOK, "default")] == ["v2", "a2"]
+    wait_until(lambda: rows(path, "SELECT content FROM turns ORDER BY id") == [("v2",), ("a2",)],
+               "the re-run to replace its exchange")  # fmt: skip
+    store.close()
+
+
 def test_cells_under_a_held_lock_answer_at_once_and_lose_nothing(
     server: AmigoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -181,12 +181,12 @@ class Settings:
 def display_url(url: str) -> str:
     """``url`` as it may be shown: a user name and password in it are replaced by ``***``."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
+    if not sep:  # no scheme (refused anyway): "alice:pw@host/v1" must not show "pw" either
+        scheme, rest = "", url
     authority, slash, path = rest.partition("/")
     if "@" not in authority:
         return url
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 def _check_url(url: str, what: str, instead: str) -> None:

@@ -438,3 +438,29 @@ def test_a_line_magic_never_sends_the_environment(
     assert bodies
     assert b"{os.environ}" in bodies[0]
     assert ENV_KEY.encode() not in bodies[0]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://alice:{PASSWORD}@127.0.0.1:8000/v1",
+        f"https://{PASSWORD}@api.example.com/v1",
+        f"alice:{PASSWORD}@127.0.0.1/v1",  # no scheme: refused for that, still not shown
+        f"ftp://alice:{PASSWORD}@127.0.0.1/v1",
+        f"http://alice:{PASSWORD}@127.0.0.1/v1\r\nX-Evil: 1",
+    ],
+)
+def test_a_url_with_credentials_is_refused_without_showing_them(url: str) -> None:
+    from amigo_magic.config import Endpoint, Settings
+    from amigo_magic.errors import ConfigError
+
+    for settings in (
+        lambda: Settings.from_env({"AMIGO_BASE_URL": url}),
+        lambda: Settings(endpoints=(Endpoint("ep", url),)).validated(),
+    ):
+        with pytest.raises(ConfigError) as info:
+            settings()
+        message = str(info.value)
+        assert PASSWORD not in message
+        assert "\n" not in message
+        assert "***@" in message

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amigo_magic.config import Settings
-from amigo_magic.history import Turn, window
+from amigo_magic.history import HistoryBusyError, Turn, window
 from amigo_magic.runner import close_runner, get_runner
 from amigo_magic.session import AskOptions, ChatSession
 from amigo_magic.store import SQLiteStore
@@ -181,6 +181,21 @@ def test_a_cell_rerun_under_a_held_lock_replaces_its_exchange_once_written(
         assert [t.content for t in store.load(NOTEBOOK, "default")] == ["v2", "a2"]
     wait_until(lambda: rows(path, "SELECT content FROM turns ORDER BY id") == [("v2",), ("a2",)],
                "the re-run to replace its exchange")  # fmt: skip
+    store.close()
+
+
+def test_a_reset_under_a_held_lock_says_so_in_one_line_and_removes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.db"
+    store = SQLiteStore(path)
+    store.add(NOTEBOOK, "default", Turn("user", "kept"))
+    with lock_held_elsewhere(path):
+        with pytest.raises(HistoryBusyError) as raised:
+            store.reset(NOTEBOOK)
+        (line,) = raised.value._render_traceback_()
+        assert "nothing was removed" in line
+    assert store.reset(NOTEBOOK) == 1  # once the lock is free
     store.close()
 
 
@@ -459,18 +474,25 @@ def test_a_full_disk_still_answers_with_a_one_line_warning(
 # -- 11: a reset while an answer streams ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["reset-all", "another-panel-clear"])
 def test_reset_while_the_panel_streams_keeps_that_answer_out(
-    server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     path = home() / "history.db"
     with shell(server, monkeypatch) as ip:
         ip.run_cell("%%amigo\nearlier")
         panel = ip.run_cell("%amigo_panel").result
+        other = ip.run_cell("%amigo_panel").result
         server.enqueue(Reply.stream(chunks=[f"w{i} " for i in range(30)], delay=0.03))
         panel.prompt.value = "streams while the chat is reset"
         panel.send_button.click()
         wait_until(lambda: server.active_streams, "the panel's answer to start")
-        ip.run_cell("%amigo reset --all")
+        if how == "reset-all":
+            ip.run_cell("%amigo reset --all")
+        else:
+            other.clear_button.click()
+            other.confirm_delete.click()
+        assert server.active_streams  # the reset came while the answer was still streaming
         wait_until(lambda: not panel.send_button.disabled, "the panel's answer to end")
         assert rows(path, "SELECT role, content FROM turns") == []
         ip.run_cell("%%amigo\nafter the reset")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     AmigoError,
+    AnswerFormatError,
+    AnswerStopped,
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -20,6 +23,7 @@ from .errors import (
     BadRequestError,
     ConfigError,
     EmptyAnswerError,
+    HistoryBusyError,
     InvalidResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -35,8 +39,6 @@ if TYPE_CHECKING:
     from .protocol import Message
     from .provider import AmigoChat, ImageResponse
 
-__version__ = "0.1.0"
-
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -44,12 +46,15 @@ __all__ = [
     "APITimeoutError",
     "AmigoChat",
     "AmigoError",
+    "AnswerFormatError",
+    "AnswerStopped",
     "AppVersionError",
     "AuthenticationError",
     "BadRequestError",
     "ChatPanel",
     "ConfigError",
     "EmptyAnswerError",
+    "HistoryBusyError",
     "ImageResponse",
     "InvalidResponseError",
     "Message",
@@ -75,14 +80,14 @@ _LAZY = {
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext amigo_magic``: register the magics (nothing heavy is imported here)."""
-    from .magics import load
+    from .extension import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext amigo_magic``: undo everything the load did."""
-    from .magics import unload
+    from .extension import unload
 
     unload(ipython)
 

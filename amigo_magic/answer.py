@@ -6,7 +6,7 @@ on the loop thread; a front end reads :meth:`~Live.snapshot` and may :meth:`~Liv
 :meth:`~Live.abandon` it when a stopped request never came back. Appending a piece is all the
 per-token work; rendering belongs to the front end, throttled by :mod:`.pacer`.
 
-Pure of IPython, widgets and the network.
+Pure of IPython, widgets and the network; :meth:`Live.turn` is what history keeps of one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from .errors import AmigoError
+from .history import Turn
 
 if TYPE_CHECKING:
     from .history import Status, StoredImage
@@ -123,6 +124,10 @@ class Live:
     def snapshot(self) -> AnswerState:  # pragma: no cover - each kind says what it shows
         raise NotImplementedError
 
+    def turn(self, cell_id: str | None) -> Turn:  # pragma: no cover - each kind keeps its own
+        """The assistant turn history keeps of this answer."""
+        raise NotImplementedError
+
     # -- write side (the loop thread) ------------------------------------------------------------
 
     def warn(self, message: str) -> None:
@@ -144,9 +149,13 @@ class Live:
         self.error = error
         self._phase = "error"
 
+    def settle(self) -> None:
+        """The request is over, however it ended: its clock stops (before it is recorded)."""
+        self.finished = self.finished or time.monotonic()
+
     def close(self) -> None:
-        """The request is over, however it ended: readers wake and see the final state."""
-        self.finished = time.monotonic()
+        """Recorded: readers wake and see the final state."""
+        self.settle()
         self.done.set()
         self.changed.set()
 
@@ -201,6 +210,20 @@ class Answer(Live):
             self._phase = "streaming"
         self.changed.set()
 
+    def turn(self, cell_id: str | None) -> Turn:
+        usage = self.usage
+        return Turn(
+            "assistant",
+            self.text,
+            model=self.model,
+            status=self.status,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            seconds=round(self.seconds, 3),
+            cell_id=cell_id,
+            error=str(self.error) if self.error is not None else None,
+        )
+
     def set_usage(self, usage: Usage) -> None:
         self.usage = usage
 
@@ -212,10 +235,10 @@ class Answer(Live):
             self.warn("cut at the token limit: raise --max-tokens for more")
         super().end()
 
-    def close(self) -> None:
+    def settle(self) -> None:
         # One string from now on: every later ``.text`` returns this object, not a copy.
         self.parts[:] = ["".join(self.parts)] if self.parts else []
-        super().close()
+        super().settle()
 
 
 class ImageAnswer(Live):
@@ -226,6 +249,18 @@ class ImageAnswer(Live):
         self.prompt = prompt
         self.images: list[StoredImage] = []
         self.skipped = 0  # pictures the reply offered beyond the per-reply cap
+
+    def turn(self, cell_id: str | None) -> Turn:
+        return Turn(
+            "assistant",
+            self.text,
+            model=self.model,
+            status=self.status,
+            seconds=round(self.seconds, 3),
+            cell_id=cell_id,
+            images=tuple(self.images),
+            error=str(self.error) if self.error is not None else None,
+        )
 
     def add_images(self, images: Sequence[StoredImage]) -> None:
         self.images.extend(images)

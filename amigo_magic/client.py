@@ -1,5 +1,5 @@
 """HTTP plumbing shared by the HTTP backends: one pooled ``httpx.AsyncClient``, the retry policy,
-the status → error mapping, and SSE/JSON reading that always closes the response.
+the status → error mapping; every response is closed, its body read by :mod:`.bodies`.
 
 Retries happen only for failures that can succeed on a second try — connect errors, timeouts
 and dropped connections before any content, 408/429/5xx — and never once an event has been
@@ -9,7 +9,6 @@ handed to the caller: a stream that fails half-way raises, it is not sent again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import functools
 import json
@@ -25,6 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
+from .bodies import ACCEPT_ENCODING, read_events, read_json, undecodable_coding
 from .config import Secret, Settings
 from .errors import (
     AmigoError,
@@ -33,23 +33,15 @@ from .errors import (
     APIStatusError,
     APITimeoutError,
     ConfigError,
-    EmptyAnswerError,
     InvalidResponseError,
     StreamError,
     error_for_status,
 )
 from .protocol import (
     Event,
-    Finish,
-    StreamWarning,
-    error_event_message,
     error_message_from_body,
-    in_band_error,
-    parse_chunk,
-    parse_completion,
 )
 from .redact import scrub
-from .sse import SSEDecoder
 
 __all__ = ["Download", "HTTPClient"]
 
@@ -61,20 +53,6 @@ Consume = Callable[[httpx.Response], AsyncIterator[T]]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _ERROR_BODY_LIMIT = 64 * 1024
-_DRAIN_LIMIT = 64 * 1024  # bytes read after [DONE] to let the connection be reused
-_DRAIN_SECONDS = 0.5
-_JSON_BODY_LIMIT = 64 * 1024 * 1024
-
-# The content codings httpx can decode here (brotli and zstd only when their packages are
-# installed). httpx passes any other coding through undecoded, as if it were plain text, so a
-# body in one is refused with a clear line, and Accept-Encoding names only these.
-try:
-    from httpx._decoders import SUPPORTED_DECODERS as _HTTPX_DECODERS
-
-    _DECODABLE = frozenset(_HTTPX_DECODERS)
-except ImportError:  # pragma: no cover - a future httpx that moved it
-    _DECODABLE = frozenset({"identity", "gzip", "deflate"})
-_ACCEPT_ENCODING = ", ".join(sorted(_DECODABLE - {"identity"}))
 
 # What h11 accepts as a header value (no CR, LF, NUL or other control character, no space at
 # either end), in the ASCII httpx encodes str values with.
@@ -129,7 +107,7 @@ class HTTPClient:
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.connect),
             proxy=settings.proxy,
             transport=transport,
-            headers={"accept-encoding": _ACCEPT_ENCODING},
+            headers={"accept-encoding": ACCEPT_ENCODING},
             verify=default_ssl_context(),
             follow_redirects=False,  # an API that redirects a POST is misconfigured: say so
         )
@@ -248,7 +226,7 @@ class HTTPClient:
             else:
                 try:
                     if response.status_code in (200, 201):
-                        coding = _undecodable_coding(response.headers)
+                        coding = undecodable_coding(response.headers)
                         if coding is not None:
                             raise self._unreadable(coding)
                         async for item in consume(response):
@@ -292,109 +270,19 @@ class HTTPClient:
 
     # -- reading success bodies -------------------------------------------------------------
 
-    async def _read_events(self, response: httpx.Response) -> AsyncIterator[Event]:
-        content_type = response.headers.get("content-type", "")
-        if content_type.startswith("application/json"):
-            # Asked for a stream, got a whole answer: read it, don't lose it.
-            for event in parse_completion(await self._json_body(response)):
-                yield event
-            return
-        decoder = SSEDecoder(source=self.service)
-        feed, loads = decoder.feed, json.loads  # the loop below runs once per chunk: keep it flat
-        ended = False
-        finished = False
-        malformed = 0
-        empty = True
-        chunks = response.aiter_bytes()
-        async for chunk in chunks:
-            empty = False
-            for sse in feed(chunk):
-                data = sse.data
-                if sse.event == "error":  # the server's words, never an answer that ends well
-                    raise self._in_band(error_event_message(data))
-                if data == "[DONE]":
-                    ended = True
-                    break
-                try:
-                    payload = loads(data)
-                except ValueError:
-                    if data:  # an event with no data (event: ping) is not a broken chunk
-                        malformed += 1
-                    continue
-                try:
-                    events = parse_chunk(payload)
-                except StreamError:  # an error event: the server's words, and what to do
-                    raise self._in_band(in_band_error(payload)) from None
-                for event in events:
-                    if type(event) is Finish:
-                        finished = True
-                    yield event
-            if ended:
-                break
-        if ended:
-            await _drain(chunks)
-        else:
-            for sse in decoder.close():
-                if sse.event == "error":
-                    raise self._in_band(error_event_message(sse.data))
-                if sse.data == "[DONE]":
-                    ended = True
-                    continue
-                try:
-                    events, bad = _parse_data(sse.data)
-                except StreamError:
-                    raise self._in_band(in_band_error(json.loads(sse.data))) from None
-                malformed += bad
-                for event in events:
-                    finished = finished or type(event) is Finish
-                    yield event
-        if malformed:
-            yield StreamWarning(
-                f"{malformed} malformed chunk{'s' if malformed > 1 else ''} from {self.service} "
-                "skipped; the answer may miss a few words."
-            )
-        if empty:
-            raise EmptyAnswerError(
-                f"{self.service} accepted the request but sent no answer at all. The server may "
-                "have failed on it (its log says why); try again or shorten the prompt.",
-                service=self.service,
-            )
-        if not ended and not finished:
-            raise StreamError(
-                f"{self.service} ended the answer without its end marker: it may be cut off. "
-                "Run the cell again for a complete answer.",
-                service=self.service,
-            )
+    def _read_events(self, response: httpx.Response) -> AsyncIterator[Event]:
+        return read_events(
+            response, service=self.service, in_band=self._in_band, redact=self._redact_text
+        )
 
     async def _read_json(self, response: httpx.Response) -> AsyncIterator[Any]:
-        yield await self._json_body(response)
-
-    async def _json_body(self, response: httpx.Response) -> Any:
-        body = bytearray()
-        async for part in response.aiter_bytes():
-            body += part
-            if len(body) > _JSON_BODY_LIMIT:
-                raise InvalidResponseError(
-                    f"{self.service} sent a reply over {_JSON_BODY_LIMIT >> 20} MB; refusing it.",
-                    service=self.service,
-                )
-        try:
-            return json.loads(body)
-        except ValueError:
-            words, _ = error_message_from_body(
-                bytes(body), response.headers.get("content-type", "")
-            )
-            raise InvalidResponseError(
-                f"{self.service} answered {response.status_code} with a body that is not JSON "
-                f'("{self._redact_text(words)}"). Check the base URL points at the API.',
-                service=self.service,
-            ) from None
+        yield await read_json(response, service=self.service, redact=self._redact_text)
 
     # -- errors ------------------------------------------------------------------------------
 
     async def _status_error(self, response: httpx.Response) -> APIStatusError:
         body = bytearray()
-        if _undecodable_coding(response.headers) is None:  # else its words would be noise
+        if undecodable_coding(response.headers) is None:  # else its words would be noise
             async for part in response.aiter_bytes():
                 body += part
                 if len(body) >= _ERROR_BODY_LIMIT:
@@ -557,40 +445,6 @@ def _refused_header(headers: httpx.Headers) -> str:
         if not _HEADER_BYTES.fullmatch(value):
             return name.decode("ascii", "replace").lower()
     return ""
-
-
-def _undecodable_coding(headers: httpx.Headers) -> str | None:
-    """The first content coding of a response that httpx cannot decode here, or None."""
-    for value in headers.get_list("content-encoding", split_commas=True):
-        coding = value.strip().lower()
-        if coding and coding not in _DECODABLE:
-            return coding
-    return None
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows ``[DONE]`` — normally just the end of the body — so that httpx puts the
-    connection back in the pool instead of dropping it (a new TLS handshake per answer). Bounded:
-    a server that keeps the body open costs at most ``_DRAIN_SECONDS``, then the connection is
-    dropped; the answer is complete either way."""
-
-    async def rest() -> None:
-        left = _DRAIN_LIMIT
-        async for part in chunks:
-            left -= len(part)
-            if left < 0:
-                return
-
-    with contextlib.suppress(asyncio.TimeoutError, httpx.HTTPError):
-        await asyncio.wait_for(rest(), _DRAIN_SECONDS)
-
-
-def _parse_data(data: str) -> tuple[list[Event], int]:
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        return [], 1
-    return parse_chunk(payload), 0
 
 
 def _reason(exc: httpx.HTTPError) -> str:

@@ -1,7 +1,8 @@
 """Settings, resolved once into a frozen object and passed down; nothing below reads os.environ.
 
-Precedence is flag > trait > environment > default: front ends start from :meth:`Settings.from_env`
-and apply their traits and flags with :meth:`Settings.replace`.
+Precedence is flag > trait > environment > default: a front end's traits become one frozen
+:class:`Preferences`, which the session resolves with the environment into :class:`Settings`
+(:meth:`Preferences.settings`); flags are applied per request.
 """
 
 from __future__ import annotations
@@ -13,22 +14,31 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .protocol import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, ChatParams
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_DEVICE_VERSION",
+    "DEFAULT_IMAGE_MODEL",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_P",
+    "FORMATS",
     "SITE_URL",
     "Endpoint",
+    "Preferences",
     "RetryPolicy",
     "Secret",
     "Settings",
     "Timeouts",
     "display_url",
+    "endpoints_from",
 ]
 
 DEFAULT_BASE_URL = "https://api.amigochat.io/v1"
 SITE_URL = "https://amigochat.io/chat/"
 DEFAULT_DEVICE_VERSION = "1.0.45"
+DEFAULT_IMAGE_MODEL = "flux"
+FORMATS = ("markdown", "text", "code", "html", "json")  # what an answer can be shown as
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36"
@@ -237,3 +247,89 @@ def _check_header_value(value: str, what: str) -> None:
             "so it cannot be sent in an HTTP header; set it to a version such as "
             f"{DEFAULT_DEVICE_VERSION}."
         ) from None
+
+
+# -- what a front end's settings say, before the environment -------------------------------------
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The front end's settings (``AmigoMagics`` traits, ``%amigo use``, ``%amigo key``), as one
+    frozen value: :meth:`settings` resolves the connection with the environment; the session
+    builds every request's options from the rest, for the cell and the panel alike."""
+
+    model: str = ""
+    image_model: str = DEFAULT_IMAGE_MODEL
+    base_url: str = ""
+    device_version: str = ""
+    api_key: Secret | None = field(default=None, repr=False)
+    local_model: str = ""
+    endpoints: Mapping[str, Any] = field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    max_history: int = 20
+    max_tokens: int = 4000
+    system_prompt: str = ""
+    default_format: str = "markdown"
+    throttle: float = 0.05
+
+    def settings(self, env: Mapping[str, str]) -> Settings:
+        """Flag-free settings: these preferences over ``AMIGO_*`` variables over defaults."""
+        changes: dict[str, Any] = {
+            "timeouts": self.timeouts,
+            "endpoints": tuple(endpoints_from(self.endpoints, env)),
+        }
+        for name in ("base_url", "device_version", "model", "local_model"):
+            if getattr(self, name):
+                changes[name] = getattr(self, name)
+        if self.api_key is not None:
+            changes["api_key"] = self.api_key
+        return Settings.from_env(env, **changes)
+
+    def params(
+        self,
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatParams:
+        """Sampling parameters: what the request says, else these preferences, else the
+        defaults; a value out of range is one line naming the flag."""
+        return ChatParams(
+            temperature=_bounded(temperature, DEFAULT_TEMPERATURE, 0, 2, "--temperature"),
+            top_p=_bounded(top_p, DEFAULT_TOP_P, 0, 1, "--top-p"),
+            max_tokens=int(_bounded(max_tokens, self.max_tokens, 1, 1_000_000, "--max-tokens")),
+        )
+
+    def secrets(self, env: Mapping[str, str]) -> list[str]:
+        """Every key these preferences know of, read without validating (a bad key is refused
+        later, with its own message): none may leave inside a filled-in prompt."""
+        variables = ["AMIGO_API_KEY"]
+        for spec in self.endpoints.values():
+            if isinstance(spec, Mapping) and spec.get("key_env"):
+                variables.append(str(spec["key_env"]))
+        found = [env.get(name, "") for name in variables]
+        if self.api_key is not None:
+            found.append(self.api_key.reveal())
+        return [s for s in found if s.strip()]
+
+
+def endpoints_from(configured: Mapping[str, Any], env: Mapping[str, str]) -> list[Endpoint]:
+    """The ``endpoints`` setting as :class:`Endpoint` values, each key read from its variable."""
+    found = []
+    for name, spec in configured.items():
+        spec = {"url": spec} if isinstance(spec, str) else dict(spec)
+        if "url" not in spec:
+            raise ConfigError(f"AmigoMagics.endpoints['{name}'] needs a 'url'.")
+        key_env = spec.get("key_env") or None
+        key = env.get(key_env, "").strip() if key_env else ""
+        secret = Secret(key, f"${key_env} (endpoint '{name}')") if key else None
+        found.append(Endpoint(name, str(spec["url"]), key_env, secret))
+    return found
+
+
+def _bounded(value: float | None, default: float, low: float, high: float, flag: str) -> float:
+    if value is None:
+        return default
+    if not low <= value <= high:
+        raise ConfigError(f"{flag} must be between {low:g} and {high:g}; got {value:g}.")
+    return value

@@ -5,6 +5,9 @@
     AmigoError                      base; renders as one line in IPython, never a traceback
     ├── ConfigError                 bad settings or arguments
     │   └── UnknownModelError       also a ValueError, as the seed's get_personaId promised
+    ├── AnswerFormatError           the answer is not in the format asked for (-f json)
+    ├── AnswerStopped               the user stopped an answer (a KeyboardInterrupt too)
+    ├── HistoryBusyError            the history could not be changed now; nothing was
     └── APIError                    talking to a model server failed
         ├── APIStatusError          the server answered with an error status
         │   ├── BadRequestError         400, 413, 422
@@ -38,11 +41,14 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AmigoError",
+    "AnswerFormatError",
+    "AnswerStopped",
     "AppVersionError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
     "EmptyAnswerError",
+    "HistoryBusyError",
     "InvalidResponseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -93,6 +99,20 @@ class UnknownModelError(ConfigError, ValueError):
         super().__init__(
             f"Unknown model '{name}': {hint} `%amigo models` lists every model and alias."
         )
+
+
+class AnswerFormatError(AmigoError):
+    """The answer arrived but is not in the format asked for (``-f json`` that does not parse);
+    it is shown as text, and the message says where it stopped being that format."""
+
+
+class AnswerStopped(AmigoError, KeyboardInterrupt):
+    """The user stopped an answer: the cell ends as interrupted (so Run All stops), in one
+    line, without a traceback; the partial answer is kept."""
+
+
+class HistoryBusyError(AmigoError):
+    """The history could not be changed now (another program holds it); nothing was changed."""
 
 
 class APIError(AmigoError):

@@ -1,9 +1,11 @@
-"""A chat's turns as a JSON or Markdown file, and JSON back to turns (pictures included)."""
+"""A chat's turns as a JSON or Markdown file, and JSON back to turns (pictures included);
+writing them, with one readable line for a path that cannot be written."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -12,7 +14,14 @@ from pathlib import Path
 from .errors import ConfigError
 from .history import StoredImage, Turn
 
-__all__ = ["FORMAT_VERSION", "to_json", "to_markdown", "turns_from_json"]
+__all__ = [
+    "FORMAT_VERSION",
+    "to_json",
+    "to_markdown",
+    "turns_from_json",
+    "unique_path",
+    "write_chat",
+]
 
 FORMAT_VERSION = 1
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
@@ -75,3 +84,46 @@ def to_markdown(turns: Sequence[Turn], *, chat: str, path: Path) -> dict[Path, b
             lines += [f"![{alt}]({folder.name}/{name})", ""]
     files[path] = "\n".join(lines).encode()
     return files
+
+
+def write_chat(
+    turns: Sequence[Turn], path: Path, *, fmt: str, notebook: str, chat: str, force: bool
+) -> None:
+    """Write ``turns`` to ``path`` as ``fmt`` (``json`` or ``md``); refuse to overwrite unless
+    ``force``; a path that cannot be written is one line saying which and why."""
+    if fmt == "json":
+        files = {path: to_json(turns, notebook=notebook, chat=chat).encode()}
+    else:
+        files = to_markdown(turns, chat=chat, path=path)
+    try:
+        for target in files:
+            if target.is_dir():
+                raise ConfigError(
+                    f"{target} is a folder: give a file name, e.g. {target / 'chat.md'}"
+                )
+        existing = [str(p) for p in files if p.exists()]
+        if existing and not force:
+            raise ConfigError(f"{existing[0]} already exists; add --force to overwrite it.")
+        for target, data in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    except OSError as error:
+        where = error.filename or path
+        reason = error.strerror or type(error).__name__
+        if isinstance(error, FileExistsError | NotADirectoryError):
+            reason = "a file is in the way of a folder on that path"
+        raise ConfigError(
+            f"Cannot export to {where}: {reason}. Pick a path in a folder you can write to."
+        ) from None
+
+
+def unique_path(folder: Path, chat: str, fmt: str) -> Path:
+    """``<folder>/<chat>-<timestamp>.<fmt>``, the chat name made safe, never an existing file."""
+    stem = re.sub(r"[^\w.-]+", "_", chat).strip("._") or "chat"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{stem}-{stamp}.{fmt}"
+    number = 2
+    while path.exists():
+        path = folder / f"{stem}-{stamp}-{number}.{fmt}"
+        number += 1
+    return path

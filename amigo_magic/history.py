@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from .errors import AmigoError
+from .errors import HistoryBusyError
 
 __all__ = [
     "ChatSummary",
@@ -43,10 +43,6 @@ def new_uid() -> str:
     """A turn's identity in its conversation, made when the turn is: it names the prompt an
     answer replies to even before (or without) the turn reaching a database."""
     return uuid.uuid4().hex
-
-
-class HistoryBusyError(AmigoError):
-    """The history could not be changed now (another program holds it); nothing was changed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ConfigError
 from .redact import scrub
 
-__all__ = ["interpolate"]
+__all__ = ["interpolate", "without_lone_surrogates"]
 
 _FIELD = re.compile(
     r"(?P<escaped>\{\{[^{}\n]*\}\})"  # {{...}} is left alone: the way to write literal braces
@@ -84,3 +84,19 @@ def _why(name: str, error: Exception) -> str:
     if isinstance(error, TypeError):
         return " ".join(str(error).split())[:200]
     return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(text: str) -> tuple[str, int]:
+    """``text`` with each lone surrogate replaced by U+FFFD, and how many there were.
+
+    A lone surrogate (``'\\ud800'``) is not a character: neither a request nor the history
+    database can hold it. Replacing it keeps the rest, which is what the user meant to send;
+    a surrogate pair becomes its character.
+    """
+    if text.isascii() or _LONE_SURROGATE.search(text) is None:
+        return text, 0
+    fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return fixed, fixed.count("\ufffd") - text.count("\ufffd")

@@ -18,6 +18,8 @@ from .catalog import Model
 from .errors import ConfigError, InvalidResponseError, StreamError
 
 __all__ = [
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_P",
     "ChatParams",
     "Event",
     "Finish",
@@ -47,12 +49,16 @@ class Message(TypedDict):
     content: Any
 
 
+DEFAULT_TEMPERATURE = 0.5  # the reference's sampling defaults, for every front end
+DEFAULT_TOP_P = 0.95
+
+
 @dataclass(frozen=True, slots=True)
 class ChatParams:
     """Sampling parameters, with the reference's defaults."""
 
-    temperature: float = 0.5
-    top_p: float = 0.95
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
     max_tokens: int = 4000
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0

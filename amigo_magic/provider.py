@@ -17,7 +17,15 @@ from .backends.amigo import AmigoBackend
 from .backends.base import ChatRequest, ImageRequest
 from .config import DEFAULT_BASE_URL, SITE_URL, Settings, Timeouts
 from .errors import UnknownModelError
-from .protocol import ChatParams, ImageResult, Message, TextDelta, image_prompt
+from .protocol import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    ChatParams,
+    ImageResult,
+    Message,
+    TextDelta,
+    image_prompt,
+)
 
 __all__ = ["AmigoChat", "ImageResponse"]
 
@@ -92,8 +100,8 @@ class AmigoChat:
         frequency_penalty: float = 0,
         presence_penalty: float = 0,
         max_tokens: int = 4000,
-        temperature: float = 0.5,
-        top_p: float = 0.95,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_p: float = DEFAULT_TOP_P,
         api_key: str | None = None,
     ) -> AsyncIterator[str | ImageResponse]:
         """Yield the answer's text chunks as they arrive, or one :class:`ImageResponse`.

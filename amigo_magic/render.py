@@ -14,13 +14,14 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
+from .answer import LIVE_PHASES, AnswerState, Phase
+
 if TYPE_CHECKING:
+    from .answer import ModelSource
     from .catalog import Alias, Model
     from .history import ChatSummary, Turn
-    from .session import ModelSource
 
 __all__ = [
     "AnswerFormat",
@@ -29,11 +30,13 @@ __all__ = [
     "Rich",
     "answer_bundle",
     "chats_table",
+    "code_block",
     "config_table",
     "endpoint_models_table",
     "escape_stream_html",
     "help_table",
     "image_bundle",
+    "markdown_html",
     "models_table",
     "notice",
     "progress",
@@ -41,31 +44,15 @@ __all__ = [
     "transcript",
 ]
 
-Phase = Literal["thinking", "loading", "streaming", "done", "stopped", "error"]
 AnswerFormat = Literal["markdown", "text", "html", "code", "json"]
 
 UNFORMATTED_ABOVE = 256 * 1024  # characters: a longer answer's final display is not formatted
-_LIVE_PHASES = frozenset({"thinking", "loading", "streaming"})
 _FORMATS = frozenset({"markdown", "text", "html", "code", "json"})
 _IMAGE_MIMES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
 # --------------------------------------------------------------------------------------------
 # Status line and bundles
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerState:
-    """Everything shown for one answer at one moment: its text so far and its status."""
-
-    text: str
-    model: str
-    chat: str
-    phase: Phase
-    seconds: float
-    tokens: int | None = None
-    error: str | None = None
-    warning: str | None = None
 
 
 def _one_line(value: str) -> str:
@@ -92,6 +79,8 @@ def status_text(state: AnswerState) -> str:
         line = f"{model} · thinking…"
     elif state.phase == "loading":
         line = f"{model} · loading model…"
+    elif state.phase == "drawing":
+        line = f"{model} · drawing… {seconds}"
     elif state.phase == "stopped":
         line = " · ".join([f"■ stopped by you after {seconds}", model, *_usage_parts(state)]) + kept
     elif state.phase == "error":
@@ -151,7 +140,7 @@ def answer_bundle(
     metadata = _answer_metadata(state, fmt)
     status = status_text(state)
     text = state.text
-    if state.phase in _LIVE_PHASES:
+    if state.phase in LIVE_PHASES:
         data = {
             "text/plain": _plain(text, status),
             "text/html": escape_stream_html(text) + _status_div(status),
@@ -187,6 +176,20 @@ def answer_bundle(
             "text/plain": _plain(text, status),
         }
     return data, metadata
+
+
+def markdown_html(text: str) -> str:
+    """Model markdown as sanitised HTML (the panel's transcript): no script, no live markup."""
+    from . import sanitize
+
+    return sanitize.safe_html_from_markdown(text)
+
+
+def code_block(text: str) -> tuple[str, str | None]:
+    """The first fenced code block of an answer and its language (``("", None)``: none)."""
+    from . import sanitize
+
+    return sanitize.extract_code(text)
 
 
 def escape_stream_html(text: str) -> str:

@@ -1,56 +1,57 @@
-"""The service layer both front ends call: resolve the model, build the messages from history,
-run the request on the loop thread, keep the live answer, record the turn however it ends.
+"""The service layer both front ends call: every operation a ``%%amigo`` cell or the chat panel
+needs, written once — resolve the model, build the request from the preferences and history,
+run it on the loop thread, follow the live answer, record the turn however it ends; and the
+chats, history, exports and model lists around it.
 
-An :class:`Answer` is written by the loop thread and read by a front end: the magic waits on it
-in the kernel's main thread, the panel from widget callbacks. Appending a text piece is all the
-per-token work; rendering is the front end's, throttled.
+A front end parses, calls one method here, and hands what comes back to :mod:`.render`; it never
+opens the store, reads the environment, builds request options or follows an answer itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import concurrent.futures
 import dataclasses
-import ipaddress
 import logging
-import threading
-import time
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from functools import partial
+from pathlib import Path
+from typing import Any
 
-from .backends.base import Backend, ChatRequest, ImageRequest
-from .client import HTTPClient
-from .config import Settings
-from .errors import AmigoError, ConfigError, InvalidResponseError
-from .history import HistoryStore, Status, StoredImage, Turn, window
-from .protocol import ChatParams, Finish, Image, Progress, StreamWarning, TextDelta, Usage
-from .render import AnswerState
+from .answer import Answer, AnswerState, ImageAnswer, Live, ModelSource
+from .backends import Backend, ChatRequest, ImageRequest, make_backend
+from .config import Endpoint, Preferences, Settings, endpoints_from
+from .errors import ConfigError
+from .history import ChatSummary, HistoryStore, Turn, window
+from .pacer import follow, follow_async
+from .pictures import MAX_PICTURES, PictureFetcher
+from .protocol import ChatParams, Finish, Progress, StreamWarning, TextDelta, Usage
 from .routing import Target, resolve_target
 from .runner import Runner
 
-__all__ = ["Answer", "AskOptions", "ChatSession", "ImageAnswer", "ModelSource"]
+__all__ = [
+    "FORMAT_HINTS",
+    "AskOptions",
+    "ChatSession",
+    "ExportReport",
+    "stop_background",
+]
 
 log = logging.getLogger("amigo_magic.session")
 
-IMAGE_LIMIT = 20 * 2**20  # bytes of one picture
-MAX_PICTURES = 10  # pictures fetched from one image reply; the rest are counted, not fetched
-PACK = 512  # streamed pieces joined into one string at a time
-_IMAGE_MAGIC = {
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF87a": "image/gif",
-    b"GIF89a": "image/gif",
-    b"RIFF": "image/webp",
+FORMAT_HINTS = {
+    "code": "Reply with one fenced code block and nothing else.",
+    "json": "Reply with valid JSON only: no prose, no code fence.",
+    "html": "Reply with an HTML fragment (no <html> or <body>).",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class AskOptions:
-    """How to ask: which chat and model, what to send along."""
+    """How to ask: which chat and model, what to send along. Build it with
+    :meth:`ChatSession.options`, which fills in the preferences."""
 
     chat: str = "default"
     model: str | None = None
@@ -61,100 +62,22 @@ class AskOptions:
     cell_id: str | None = None
 
 
-class Answer:
-    """One answer as it arrives. The loop thread writes; any thread may read and :meth:`stop`."""
-
-    def __init__(self, *, model: str, chat: str) -> None:
-        self.model = model
-        self.chat = chat
-        self.parts: list[str] = []
-        self.packed = 0  # parts[:packed] are blocks of PACK pieces joined
-        self.length = 0  # characters so far
-        self.phase: str = "thinking"
-        self.started = time.monotonic()
-        self.finished: float | None = None
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.chunks = 0
-        self.error: BaseException | None = None
-        self.warnings: list[str] = []
-        self.changed = threading.Event()  # set on every piece; readers clear it
-        self.done = threading.Event()
-        self.future: concurrent.futures.Future[None] | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished or time.monotonic()) - self.started
-
-    @property
-    def tokens(self) -> int:
-        """Completion tokens as the server counted them, else the pieces received."""
-        if self.usage is not None and self.usage.completion_tokens is not None:
-            return self.usage.completion_tokens
-        return self.chunks
-
-    @property
-    def status(self) -> Status:
-        return {"stopped": "stopped", "error": "error"}.get(self.phase, "complete")  # type: ignore[return-value]
-
-    def stop(self) -> None:
-        """Cancel the request; the text so far stays, marked stopped."""
-        if self.future is not None:
-            self.future.cancel()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.done.wait(timeout)
-
-    def snapshot(self) -> AnswerState:
-        """The answer as the renderer needs it, at this moment."""
-        error = self.error
-        return AnswerState(
-            text=self.text,
-            model=self.model,
-            chat=self.chat,
-            phase=self.phase,  # type: ignore[arg-type]
-            seconds=self.seconds,
-            tokens=self.tokens if self.chunks else None,
-            error=str(error) if isinstance(error, AmigoError) else _bug_line(error),
-            warning="; ".join(self.warnings) or None,
-        )
-
-
-class ImageAnswer:
-    """The pictures of one image request, fetched to bytes."""
-
-    def __init__(self, *, model: str, chat: str, prompt: str) -> None:
-        self.model = model
-        self.chat = chat
-        self.prompt = prompt
-        self.images: list[StoredImage] = []
-        self.skipped = 0  # pictures of the reply beyond MAX_PICTURES, not fetched
-        self.started = time.monotonic()
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self.future: concurrent.futures.Future[None] | None = None
-
-    def stop(self) -> None:
-        if self.future is not None:
-            self.future.cancel()
-
-
 @dataclass(frozen=True, slots=True)
-class ModelSource:
-    """Models a backend offers right now: an endpoint's live list, or the local model."""
+class ExportReport:
+    """What an export wrote."""
 
-    name: str
-    where: str
-    models: tuple[str, ...] = ()
-    error: str | None = None
+    path: Path
+    chat: str
+    turns: int
+    pictures: int
 
 
 class ChatSession:
-    """One notebook's conversations, on one store, through pooled backends."""
+    """One notebook's conversations, on one store, through pooled backends.
+
+    ``preferences`` is called whenever settings or options are built, so a ``%config`` change
+    applies to the next request of every front end; ``env`` is the only environment it reads.
+    """
 
     def __init__(
         self,
@@ -163,23 +86,124 @@ class ChatSession:
         notebook: str,
         runner: Runner,
         backend_factory: Callable[[Target, Settings], Backend] | None = None,
+        preferences: Callable[[], Preferences] = Preferences,
+        env: Mapping[str, str] = os.environ,
     ) -> None:
         self.store = store
         self.notebook = notebook
+        self.preferences = preferences
+        self._env = env
         self._runner = runner
-        self._factory = backend_factory or _make_backend
+        self._factory = backend_factory or make_backend
         self._backends: dict[object, Backend] = {}
-        self._downloads: dict[Settings, HTTPClient] = {}
-        self._asked: dict[object, tuple[str, Turn]] = {}  # live answer → (notebook, its prompt)
+        self._pictures = PictureFetcher()
+        self._asked: dict[Live, tuple[str, Turn]] = {}  # live answer → (notebook, its prompt)
+        self._notices: list[str] = []
         runner.on_close(self.aclose)
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        notebook: str,
+        preferences: Callable[[], Preferences] = Preferences,
+        env: Mapping[str, str] = os.environ,
+    ) -> ChatSession:
+        """The session of a kernel: the history database of ``$AMIGO_HOME`` (memory, with a
+        notice, when it cannot be opened) on the kernel's runner."""
+        from .runner import get_runner
+        from .store import open_store
+
+        store, notices = open_store(env)
+        session = cls(
+            store=store, notebook=notebook, runner=get_runner(), preferences=preferences, env=env
+        )
+        session._notices += notices
+        return session
+
+    def close(self) -> None:
+        """Close the store and stop the loop thread (the extension's unload)."""
+        self.store.close()
+        stop_background()
+
+    # -- what the front ends build requests from -------------------------------------------------
+
+    def settings(self) -> Settings:
+        """The preferences over the environment over the defaults, resolved now."""
+        return self.preferences().settings(self._env)
+
+    def endpoints(self) -> list[Endpoint]:
+        """The named endpoints as configured, each key read from its variable — unvalidated,
+        so a list can show (masked) what is wrong with one."""
+        return endpoints_from(self.preferences().endpoints, self._env)
+
+    def options(
+        self,
+        *,
+        chat: str = "default",
+        model: str | None = None,
+        system: str | None = None,
+        fmt: str = "markdown",
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        use_history: bool = True,
+        cell_id: str | None = None,
+    ) -> AskOptions:
+        """The one builder of a chat request's options: what the caller says, else the
+        preferences (``max_tokens``, ``max_history``, ``system_prompt``), else the defaults."""
+        prefs = self.preferences()
+        params = prefs.params(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+        parts = (system or prefs.system_prompt, FORMAT_HINTS.get(fmt))
+        system_text = self.clean("\n\n".join(part for part in parts if part), "system message")
+        return AskOptions(
+            chat=chat,
+            model=model,
+            system=system_text or None,
+            params=params,
+            use_history=use_history,
+            max_history=prefs.max_history,
+            cell_id=cell_id,
+        )
+
+    def prompt(self, text: str, namespace: Mapping[str, Any] | None = None) -> str:
+        """``text`` as it is sent: ``{name}`` fields filled from ``namespace`` (when given),
+        never with a secret the session knows, and made valid Unicode."""
+        if namespace is not None:
+            from .interpolate import interpolate
+
+            text = interpolate(text, namespace, self.preferences().secrets(self._env))
+        return self.clean(text, "prompt")
+
+    def clean(self, text: str, what: str) -> str:
+        """``text`` made valid Unicode (each lone surrogate as U+FFFD), with a notice if not."""
+        from .interpolate import without_lone_surrogates
+
+        fixed, count = without_lone_surrogates(text)
+        if count:
+            self._notices.append(
+                f"⚠ The {what} held {count} lone surrogate{'s' if count != 1 else ''} "
+                "(e.g. '\\ud800', not valid Unicode); sent as \ufffd (U+FFFD) instead."
+            )
+        return fixed
+
+    def resolve(self, model: str | None, settings: Settings | None = None) -> Target:
+        """Which backend and model ``model`` names (``.kind`` is chat, image or any)."""
+        return resolve_target(model, settings or self.settings())
+
+    def take_notices(self) -> list[str]:
+        """What the user should be told since the last call: the store's news, fixed input."""
+        found, self._notices = self._notices, []
+        return found + self.store.take_notices()
 
     # -- chat ----------------------------------------------------------------------------------
 
-    def ask(self, prompt: str, options: AskOptions, settings: Settings) -> Answer:
+    def ask(self, prompt: str, options: AskOptions, settings: Settings | None = None) -> Answer:
         """Send ``prompt`` and return its live :class:`Answer` at once.
 
         Raises at once (before any request) for an unknown model or an image model.
         """
+        settings = settings or self.settings()
         target = resolve_target(options.model, settings)
         if target.kind == "image":
             raise ConfigError(
@@ -210,98 +234,96 @@ class ChatSession:
         messages.append({"role": "user", "content": prompt})
         answer = Answer(model=target.label, chat=options.chat)
         if unsaved:
-            answer.warnings.append(unsaved)
+            answer.warn(unsaved)
         self._asked[answer] = (notebook, asked)
         request = ChatRequest(target.model, messages, options.params)
-        answer.future = self._runner.submit(
-            self._stream(answer, request, target, settings, options.cell_id)
-        )
+        stream = partial(self._stream, answer, request, target, settings)
+        answer.future = self._runner.submit(self._run(answer, stream, options.cell_id))
         return answer
 
     async def _stream(
-        self,
-        answer: Answer,
-        request: ChatRequest,
-        target: Target,
-        settings: Settings,
-        cell_id: str | None,
+        self, answer: Answer, request: ChatRequest, target: Target, settings: Settings
     ) -> None:
+        backend = self._backend(target, settings)
+        add_text = answer.add_text  # the per-token path: one bound call
+        async with aclosing(backend.chat(request)) as events:
+            async for event in events:
+                kind = type(event)
+                if kind is TextDelta:
+                    add_text(event.text)  # type: ignore[union-attr]
+                elif kind is Usage:
+                    answer.set_usage(event)  # type: ignore[arg-type]
+                elif kind is Finish:
+                    answer.set_finish(event.reason)  # type: ignore[union-attr]
+                elif kind is StreamWarning:
+                    answer.warn(event.message)  # type: ignore[union-attr]
+                elif kind is Progress:
+                    answer.progress(event.phase)  # type: ignore[union-attr, arg-type]
+
+    async def _run(
+        self, live: Live, work: Callable[[], Awaitable[None]], cell_id: str | None
+    ) -> None:
+        """Do ``work`` for ``live`` on the loop; however it ends — done, stopped, failed — the
+        turn is recorded (paired with its prompt) before any reader sees the end."""
         try:
-            backend = self._backend(target, settings)
-            async with aclosing(backend.chat(request)) as events:
-                async for event in events:
-                    kind = type(event)
-                    if kind is TextDelta:
-                        parts = answer.parts
-                        parts.append(event.text)  # type: ignore[union-attr]
-                        answer.length += len(event.text)  # type: ignore[union-attr]
-                        answer.chunks += 1
-                        if len(parts) - answer.packed >= PACK:
-                            # A few characters per piece cost ~14x their size as separate
-                            # strings; one slice assignment packs the newest PACK into one,
-                            # atomically for a reader's "".join.
-                            parts[answer.packed :] = ["".join(parts[answer.packed :])]
-                            answer.packed += 1
-                        if answer.chunks == 1:
-                            answer.phase = "streaming"
-                        answer.changed.set()
-                    elif kind is Usage:
-                        answer.usage = event  # type: ignore[assignment]
-                    elif kind is Finish:
-                        answer.finish_reason = event.reason  # type: ignore[union-attr]
-                    elif kind is StreamWarning:
-                        answer.warnings.append(event.message)  # type: ignore[union-attr]
-                    elif kind is Progress and answer.chunks == 0:
-                        answer.phase = event.phase  # type: ignore[union-attr]
-                        answer.changed.set()
-            if answer.finish_reason == "length":
-                answer.warnings.append("cut at the token limit: raise --max-tokens for more")
-            answer.phase = "done"
+            await work()
+            live.end()
         except asyncio.CancelledError:
-            answer.phase = "stopped"
+            live.cancelled()
             raise
         except BaseException as error:
-            answer.error = error
-            answer.phase = "error"
+            live.fail(error)
             if not isinstance(error, Exception):
                 raise
         finally:
-            answer.finished = time.monotonic()
-            # One string from now on: every later ``.text`` returns this object, not a copy.
-            answer.parts[:] = ["".join(answer.parts)] if answer.parts else []
-            self._record_answer(answer, cell_id)
-            answer.done.set()
-            answer.changed.set()
+            live.settle()  # its clock stops and its text is one string, before it is kept
+            self._record(live, live.turn(cell_id))
+            live.close()
 
-    def _record_answer(self, answer: Answer, cell_id: str | None) -> None:
-        usage = answer.usage
-        notebook, asked = self._asked.pop(answer, (self.notebook, None))
-        turn = Turn(
-            "assistant",
-            answer.text,
-            model=answer.model,
-            status=answer.status,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            seconds=round(answer.seconds, 3),
-            cell_id=cell_id,
-            error=str(answer.error) if answer.error is not None else None,
-            reply_to=asked.uid if asked is not None else None,  # not kept if its prompt went
-            no_history=asked is not None and asked.no_history,
-        )
+    def _record(self, live: Live, turn: Turn) -> None:
+        """Keep an answer's turn, paired with its prompt; a problem is said on the answer."""
+        notebook, asked = self._asked.pop(live, (self.notebook, None))
+        if asked is not None:  # not kept if its prompt went (a reset while it streamed)
+            turn = dataclasses.replace(turn, reply_to=asked.uid, no_history=asked.no_history)
         try:
-            unsaved = self.store.add(notebook, answer.chat, turn)
+            unsaved = self.store.add(notebook, live.chat, turn)
         except Exception as error:  # the answer is on screen; say it could not be kept
             log.warning("could not save the answer: %s", error)
             unsaved = f"not saved to history ({error})"
-        if unsaved and unsaved not in answer.warnings:
-            answer.warnings.append(unsaved)
+        if unsaved and unsaved not in live.warnings:
+            live.warn(unsaved)
+
+    def follow(self, live: Live, show: Callable[[AnswerState], None]) -> None:
+        """Block until ``live`` ends, showing it as it changes; an interrupt stops it."""
+        follow(live, show, throttle=self.preferences().throttle)
+
+    def watch(
+        self,
+        live: Live,
+        show: Callable[[AnswerState], None],
+        *,
+        finish: Callable[[], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """Follow ``live`` on the loop thread without blocking anyone; ``finish`` runs at the
+        end, whatever happens."""
+
+        async def run() -> None:
+            try:
+                await follow_async(live, show)
+            finally:
+                finish()
+
+        self._runner.submit(run(), on_error=on_error)
 
     # -- images --------------------------------------------------------------------------------
 
-    def image(self, prompt: str, options: AskOptions, settings: Settings) -> ImageAnswer:
+    def image(
+        self, prompt: str, options: AskOptions, settings: Settings | None = None
+    ) -> ImageAnswer:
         """Generate pictures for ``prompt``; fetch them to bytes; record the turn."""
-        target = resolve_target(options.model or "flux", settings)
+        settings = settings or self.settings()
+        target = resolve_target(options.model or self.preferences().image_model, settings)
         if target.kind == "chat":
             raise ConfigError(
                 f"'{target.label}' is a chat model: use %%amigo for text, or pick an image model "
@@ -310,149 +332,108 @@ class ChatSession:
         if not prompt.strip():
             raise ConfigError("Say what to draw: %amigo_image a lighthouse at dusk")
         asked = Turn("user", prompt, model=target.label, cell_id=options.cell_id)
-        self.store.add(self.notebook, options.chat, asked, replace_cell=bool(options.cell_id))
+        unsaved = self.store.add(
+            self.notebook, options.chat, asked, replace_cell=bool(options.cell_id)
+        )
         answer = ImageAnswer(model=target.label, chat=options.chat, prompt=prompt)
+        if unsaved:
+            answer.warn(unsaved)
         self._asked[answer] = (self.notebook, asked)
-        answer.future = self._runner.submit(self._draw(answer, target, settings, options.cell_id))
+        draw = partial(self._draw, answer, target, settings)
+        answer.future = self._runner.submit(self._run(answer, draw, options.cell_id))
         return answer
 
-    async def _draw(
-        self, answer: ImageAnswer, target: Target, settings: Settings, cell_id: str | None
-    ) -> None:
-        status: Status = "complete"
-        try:
-            backend = self._backend(target, settings)
-            result = await backend.image(ImageRequest(target.model, answer.prompt))
-            # A reply may list any number of pictures; fetch (and keep) at most MAX_PICTURES.
-            answer.skipped = max(0, len(result.images) - MAX_PICTURES)
-            for image in result.images[:MAX_PICTURES]:
-                answer.images.append(await self._fetch(image, answer.prompt, settings))
-        except asyncio.CancelledError:
-            status = "stopped"
-            raise
-        except BaseException as error:
-            answer.error = error
-            status = "error"
-            if not isinstance(error, Exception):
-                raise
-        finally:
-            count = len(answer.images)
-            turn = Turn(
-                "assistant",
-                f"[{count} picture{'s' if count != 1 else ''} of: {answer.prompt}]"
-                if count
-                else "",
-                model=answer.model,
-                status=status,
-                seconds=round(time.monotonic() - answer.started, 3),
-                cell_id=cell_id,
-                images=tuple(answer.images),
-                error=str(answer.error) if answer.error is not None else None,
+    async def _draw(self, answer: ImageAnswer, target: Target, settings: Settings) -> None:
+        backend = self._backend(target, settings)
+        result = await backend.image(ImageRequest(target.model, answer.prompt))
+        # A reply may list any number of pictures; fetch (and keep) at most MAX_PICTURES.
+        answer.skipped = max(0, len(result.images) - MAX_PICTURES)
+        if answer.skipped:
+            answer.warn(
+                f"The reply listed {len(result.images)} pictures: {answer.skipped} skipped, "
+                f"at most {MAX_PICTURES} are fetched and kept per reply."
             )
-            notebook, asked = self._asked.pop(answer, (self.notebook, None))
-            if asked is not None:  # not kept if its prompt went (a reset while it drew)
-                turn = dataclasses.replace(turn, reply_to=asked.uid)
-            try:
-                self.store.add(notebook, answer.chat, turn)  # a problem is the store's notice
-            except Exception as error:
-                log.warning("could not save the pictures: %s", error)
-            answer.done.set()
+        for image in result.images[:MAX_PICTURES]:
+            answer.add_images([await self._pictures.fetch(image, answer.prompt, settings)])
 
-    async def _fetch(self, image: Image, alt: str, settings: Settings) -> StoredImage:
-        if image.b64_json:
-            try:
-                data = base64.b64decode(image.b64_json, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidResponseError("The picture's base64 data is corrupt.") from None
-            return StoredImage(_sniff(data, "the base64 picture"), data, alt)
-        url = image.url or ""
-        if not url.lower().startswith(("http://", "https://")):
-            raise InvalidResponseError(
-                f"Refused to fetch the picture from '{url[:80]}': only http(s) URLs are fetched. "
-                "Run the cell again, or pick another image model."
-            )
-        client = self._downloads.get(settings)
-        if client is None:
-            client = self._downloads[settings] = HTTPClient(settings, service="the image host")
-        response = await client.get(url, limit=IMAGE_LIMIT, timeout=settings.timeouts.image)
-        status = response.status_code
-        if 300 <= status < 400:
-            # Never followed: a redirect could point at a local file or a private address
-            # (cloud metadata, the user's own services) that the image server should not reach.
-            target = response.headers.get("location", "")
-            name = (urlsplit(target).hostname or "").lower()
-            try:
-                private = not ipaddress.ip_address(name).is_global
-            except ValueError:
-                private = name == "localhost" or name.endswith(".localhost")
-            if not target.lower().startswith(("http://", "https://")):
-                what = ", not a web address"
-            elif private:
-                what = ", a private address"
-            else:
-                what = ""
-            raise InvalidResponseError(
-                f"Refused the picture at {_host(url)}: it redirects ({status}) to "
-                f"'{target[:80]}'{what}, and picture redirects are not followed. Run the cell "
-                "again, or pick another image model."
-            )
-        if status != 200:
-            raise InvalidResponseError(
-                f"Could not download the picture ({status} from {_host(url)}). "
-                "Image links expire quickly: run the cell again."
-            )
-        data = response.content
-        if len(data) > IMAGE_LIMIT:
-            raise InvalidResponseError(
-                f"The picture at {_host(url)} is larger than {IMAGE_LIMIT >> 20} MB; not shown. "
-                "Run the cell again, or pick another image model."
-            )
-        declared = response.headers.get("content-type", "").split(";")[0].strip()
-        if not declared.startswith("image/"):
-            raise InvalidResponseError(
-                f"The picture link at {_host(url)} returned '{declared or 'no type'}', not an "
-                "image; not shown. Image links expire quickly: run the cell again."
-            )
-        return StoredImage(_sniff(data, f"the picture at {_host(url)}"), data, alt)
+    # -- chats, history, exports ---------------------------------------------------------------
+
+    def history(self, chat: str = "default", limit: int | None = None) -> list[Turn]:
+        """The chat's turns, oldest first (the newest ``limit`` of them)."""
+        return self.store.load(self.notebook, chat, limit=limit)
+
+    def chats(self) -> list[ChatSummary]:
+        """This notebook's chats, most recent first."""
+        return self.store.chats(self.notebook)
+
+    def turn_count(self, chat: str) -> int:
+        return next((c.turns for c in self.chats() if c.name == chat), 0)
+
+    def reset(self, chat: str | None = "default") -> int:
+        """Forget ``chat`` (every chat of the notebook when None); the number of turns removed."""
+        return self.store.reset(self.notebook, chat)
+
+    def attach(self, name: str) -> list[ChatSummary]:
+        """Keep this notebook's history under ``name`` from now on (a renamed notebook)."""
+        self.notebook = name
+        return self.chats()
+
+    def export(
+        self,
+        path: str | Path,
+        *,
+        chat: str = "default",
+        fmt: str | None = None,
+        force: bool = False,
+        unique: bool = False,
+    ) -> ExportReport:
+        """Write ``chat`` to ``path`` (``.json``: JSON, else Markdown with picture files).
+
+        With ``unique`` ``path`` is a folder and the file is ``<chat>-<time>.<fmt>`` in it."""
+        from .export import unique_path, write_chat
+
+        turns = self.history(chat)
+        if not turns:
+            raise ConfigError(f"Chat '{chat}' is empty: nothing to export.")
+        target = Path(path).expanduser()
+        fmt = fmt or ("json" if target.suffix.lower() == ".json" else "md")
+        if unique:
+            target = unique_path(target, chat, fmt)
+        write_chat(turns, target, fmt=fmt, notebook=self.notebook, chat=chat, force=force)
+        pictures = sum(len(turn.images) for turn in turns)
+        return ExportReport(target, chat, len(turns), pictures)
 
     # -- model lists -----------------------------------------------------------------------------
 
-    def list_models(self, settings: Settings) -> list[ModelSource]:
+    def list_models(self, settings: Settings | None = None) -> list[ModelSource]:
         """The local model and every endpoint's live models, fetched at once; a server that is
         down is listed with its error, without holding up the rest."""
-        return self._runner.call(self.gather_models(settings))
+        return self._runner.call(self.gather_models(settings or self.settings()))
+
+    def list_models_later(
+        self,
+        settings: Settings,
+        done: Callable[[list[ModelSource]], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """:meth:`list_models` on the loop; ``done`` gets the list (the panel never waits)."""
+
+        async def deliver() -> None:
+            done(await self.gather_models(settings))
+
+        self._runner.submit(deliver(), on_error=on_error)
 
     async def gather_models(self, settings: Settings) -> list[ModelSource]:
-        """:meth:`list_models` on the loop (the panel awaits it without blocking anyone)."""
-        from .backends.local import default_model_path
+        """:meth:`list_models` as a coroutine on the loop."""
+        from .backends.listing import gather_models
         from .backends.openai import OpenAIBackend
-        from .redact import scrub
 
-        secrets = settings.known_secrets()  # a server may echo its key in the model ids
-
-        async def one(target: Target) -> ModelSource:
-            endpoint = target.endpoint
-            assert endpoint is not None
-            backend = self._backend(target, settings)
+        def backend_for(endpoint: Endpoint) -> OpenAIBackend:
+            backend = self._backend(Target("openai", "", endpoint.name, "any", endpoint), settings)
             assert isinstance(backend, OpenAIBackend)
-            try:
-                models = await backend.models()
-            except AmigoError as error:
-                return ModelSource(endpoint.name, endpoint.url, error=scrub(str(error), secrets))
-            return ModelSource(
-                endpoint.name,
-                endpoint.url,
-                tuple(f"{endpoint.name}:{scrub(m, secrets)}" for m in models),
-            )
+            return backend
 
-        targets = [Target("openai", "", e.name, "any", e) for e in settings.endpoints]
-        sources = list(await asyncio.gather(*(one(t) for t in targets)))
-        try:
-            where = settings.local_model or str(default_model_path())
-            local = ModelSource("local", where, ("local",))
-        except ConfigError as error:
-            local = ModelSource("local", "not installed", error=str(error))
-        return [local, *sources]
+        return await gather_models(settings, backend_for)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -470,38 +451,13 @@ class ChatSession:
     async def aclose(self) -> None:
         """Close every pooled client (on the loop thread)."""
         backends, self._backends = self._backends, {}
-        downloads, self._downloads = self._downloads, {}
         for backend in backends.values():
             await backend.aclose()
-        for client in downloads.values():
-            await client.aclose()
+        await self._pictures.aclose()
 
 
-def _make_backend(target: Target, settings: Settings) -> Backend:
-    if target.backend == "openai":
-        from .backends.openai import OpenAIBackend
+def stop_background() -> None:
+    """Stop the kernel's loop thread, if one was started; pooled clients close with it."""
+    from .runner import close_runner
 
-        assert target.endpoint is not None
-        return OpenAIBackend(settings, target.endpoint)
-    if target.backend == "local":
-        from .backends.local import LocalBackend
-
-        return LocalBackend(target.model or None)
-    from .backends.amigo import AmigoBackend
-
-    return AmigoBackend(settings)
-
-
-def _sniff(data: bytes, what: str) -> str:
-    for magic, mime in _IMAGE_MAGIC.items():
-        if data.startswith(magic):
-            return mime
-    raise InvalidResponseError(f"{what[:1].upper()}{what[1:]} is not a PNG, JPEG, GIF or WebP.")
-
-
-def _host(url: str) -> str:
-    return url.split("/")[2] if url.count("/") >= 2 else url
-
-
-def _bug_line(error: BaseException | None) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"
+    close_runner()

@@ -20,13 +20,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .history import ChatSummary, HistoryBusyError, StoredImage, Turn
 from .journal import Held, Journal
+from .migrations import MIGRATIONS, NewerSchema, enable_wal, is_corruption
 
-__all__ = ["DB_NAME", "SQLiteStore", "default_home"]
+__all__ = ["DB_NAME", "SQLiteStore", "default_home", "open_store"]
 
 log = logging.getLogger("amigo_magic.store")
 
@@ -39,70 +40,34 @@ CLOSE_WAIT = 2.0  # seconds closing (unload, kernel exit) waits for held turns t
 RECENT = 200  # turns per chat remembered for answering when the file cannot be read
 
 
-def _m001_initial(db: sqlite3.Connection) -> None:
-    db.execute(
-        """CREATE TABLE turns (
-            id INTEGER PRIMARY KEY,
-            notebook TEXT NOT NULL,
-            chat TEXT NOT NULL,
-            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-            content TEXT NOT NULL,
-            model TEXT NOT NULL DEFAULT '',
-            status TEXT NOT NULL DEFAULT 'complete'
-                CHECK (status IN ('complete', 'stopped', 'error')),
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            seconds REAL,
-            cell_id TEXT,
-            created REAL NOT NULL,
-            error TEXT
-        )"""
-    )
-    # Loading a chat, listing chats and finding a cell's turn all start from (notebook, chat);
-    # id order is insertion order, i.e. time order.
-    db.execute("CREATE INDEX turns_by_chat ON turns (notebook, chat, id)")
-    db.execute("CREATE INDEX turns_by_time ON turns (notebook, created)")
-    db.execute(
-        "CREATE INDEX turns_by_cell ON turns (notebook, chat, cell_id) WHERE cell_id IS NOT NULL"
-    )
-    db.execute(
-        """CREATE TABLE images (
-            id INTEGER PRIMARY KEY,
-            turn_id INTEGER NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
-            position INTEGER NOT NULL,
-            mime TEXT NOT NULL,
-            alt TEXT NOT NULL,
-            data BLOB NOT NULL
-        )"""
-    )
-    db.execute("CREATE INDEX images_by_turn ON images (turn_id, position)")
-
-
-def _m002_reply_links(db: sqlite3.Connection) -> None:
-    """Each turn gets an identity and an answer the identity of its prompt, so two answers
-    streaming into one chat at once each pair with their own question; ``no_history`` marks
-    an exchange sent with ``--no-history``, never sent again as context."""
-    db.execute("ALTER TABLE turns ADD COLUMN uid TEXT")
-    db.execute("ALTER TABLE turns ADD COLUMN reply_to TEXT")
-    db.execute("ALTER TABLE turns ADD COLUMN no_history INTEGER NOT NULL DEFAULT 0")
-    db.execute("CREATE INDEX turns_by_uid ON turns (notebook, chat, uid) WHERE uid IS NOT NULL")
-
-
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_initial, _m002_reply_links)
-
 _COLUMNS = (
     "id, role, content, model, status, prompt_tokens, completion_tokens, seconds, cell_id, "
     "created, error, uid, reply_to, no_history"
 )
 
 
-def default_home(env: dict[str, str] | os._Environ[str]) -> Path:
+def default_home(env: Mapping[str, str]) -> Path:
     """``$AMIGO_HOME``, else the user's data directory (e.g. ``~/.local/share/amigo_magic``)."""
     if env.get("AMIGO_HOME"):
         return Path(env["AMIGO_HOME"]).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("amigo_magic", appauthor=False))
+
+
+def open_store(env: Mapping[str, str]) -> tuple[SQLiteStore, list[str]]:
+    """The kernel's history database and what to tell the user about opening it; if it cannot
+    be opened at all, memory, with a notice that says so and what to do."""
+    path = default_home(env) / DB_NAME
+    try:
+        store = SQLiteStore(path)
+    except (OSError, sqlite3.Error) as error:
+        notice = (
+            f"⚠ History cannot be saved to {path} ({error}); this kernel keeps it in memory "
+            "only. Set AMIGO_HOME to a writable folder."
+        )
+        return SQLiteStore(":memory:"), [notice]
+    return store, [f"⚠ {store.notice}"] if store.notice else []
 
 
 class SQLiteStore:
@@ -134,12 +99,12 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
-        except _NewerSchema as newer:
+        except NewerSchema as newer:
             self.notice = newer.notice(self.path)
             log.warning(self.notice)
             self._db = self._open_memory()
         except sqlite3.DatabaseError as error:
-            if self._memory or not _is_corruption(error):
+            if self._memory or not is_corruption(error):
                 raise
             aside = f"{self.path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
             for suffix in ("", "-wal", "-shm"):
@@ -160,8 +125,8 @@ class SQLiteStore:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version > len(MIGRATIONS):  # before anything that writes, the WAL switch too
-                raise _NewerSchema(version)
-            _enable_wal(db)
+                raise NewerSchema(version)
+            enable_wal(db, BUSY_TIMEOUT)
             db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across a kernel crash
             db.execute("PRAGMA foreign_keys = ON")
             if not self._memory:
@@ -333,7 +298,7 @@ class SQLiteStore:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version > len(MIGRATIONS):  # a newer version migrated the file meanwhile
                 _rollback(db)
-                self._leave_for_memory(_NewerSchema(version).notice(self.path))
+                self._leave_for_memory(NewerSchema(version).notice(self.path))
                 self._write(item)
                 return
             if (
@@ -424,7 +389,7 @@ class SQLiteStore:
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = self._open()
-        except _NewerSchema as newer:
+        except NewerSchema as newer:
             self._leave_for_memory(newer.notice(self.path))
             return
         except (sqlite3.Error, OSError) as error:
@@ -468,22 +433,6 @@ class SQLiteStore:
         return {turn_id: tuple(images) for turn_id, images in found.items()}
 
 
-class _NewerSchema(Exception):
-    """The file was written by a newer amigo_magic (its ``user_version`` is above ours)."""
-
-    def __init__(self, version: int) -> None:
-        super().__init__(version)
-        self.version = version
-
-    def notice(self, path: str) -> str:
-        return (
-            f"The history file {path} was made by a newer amigo_magic (schema version "
-            f"{self.version}; this one knows up to {len(MIGRATIONS)}): it is left untouched and "
-            "this kernel keeps its history in memory only. Upgrade amigo_magic "
-            "(pip install -U amigo-magic) to use that history."
-        )
-
-
 def _identity(path: str) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
@@ -522,32 +471,8 @@ def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
     )
 
 
-def _enable_wal(db: sqlite3.Connection) -> None:
-    """Switch the file to WAL. When two kernels open a new file at the same moment, SQLite
-    answers one of them "database is locked" at once, without its busy wait (measured: about
-    half of simultaneous first opens), so retry for as long as a busy writer would be waited for.
-    """
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def _rollback(db: sqlite3.Connection) -> None:
     """Undo an open transaction. SQLite may already have rolled it back itself (a full disk
     does), and a failing ROLLBACK must not hide the error that caused it."""
     if db.in_transaction:
         db.execute("ROLLBACK")
-
-
-def _is_corruption(error: sqlite3.DatabaseError) -> bool:
-    text = str(error).lower()
-    return any(
-        words in text
-        for words in ("not a database", "malformed", "integrity check failed", "corrupt")
-    )

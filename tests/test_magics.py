@@ -13,6 +13,8 @@ import pytest
 from IPython.core.error import UsageError
 
 from amigo_magic.errors import (
+    AnswerFormatError,
+    AnswerStopped,
     AuthenticationError,
     ConfigError,
     RateLimitError,
@@ -20,7 +22,6 @@ from amigo_magic.errors import (
     StreamError,
     UnknownModelError,
 )
-from amigo_magic.magics import AnswerStopped
 from tests.amigo_server import AmigoServer, Reply
 from tests.shell import Recorder, TestingShell
 
@@ -180,7 +181,7 @@ def test_format_json(ip: TestingShell, server: AmigoServer) -> None:
 
 def test_format_json_that_does_not_parse(ip: TestingShell, server: AmigoServer) -> None:
     server.enqueue(Reply.stream('{"a": 1,, }'))
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(AnswerFormatError, match="not valid JSON"):  # its own class, not a setting
         ip.run_cell("%%amigo -f json\njson please")
     assert recorder(ip).final()["text/plain"].startswith('{"a": 1,, }')  # the text is kept
 

@@ -60,7 +60,7 @@ def cells(export_dir: Path) -> list[str]:
         "%amigo fix",
         f"%amigo export {export_dir}/chat.md",
         f"%amigo export {export_dir}/chat.json",
-        "from amigo_magic.magics import current\nprint(current().settings())",
+        "from amigo_magic.extension import current\nprint(current().settings())",
         "%config AmigoMagics",
     ]
 
@@ -422,11 +422,6 @@ def test_interpolation_never_sends_the_environment(
     ip.user_ns.pop("copy", None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IPython expands {expr} in a line magic's line before the magic runs; needs "
-    "@no_var_expand on amigo_image and amigo (magics.py, outside the secrets area)",
-)
 def test_a_line_magic_never_sends_the_environment(
     ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

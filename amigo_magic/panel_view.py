@@ -1,0 +1,304 @@
+"""The chat panel's pieces that hold no state of the panel: the picker's entries, one turn's
+widgets, and the small HTML fragments around already-safe bodies.
+
+Model text reaches a widget only as escaped text while it streams (:func:`live_body`) and as
+sanitised markdown once done (:func:`final_body`), both built by :mod:`.render`.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from . import catalog
+from .answer import AnswerState, one_line
+from .config import DEFAULT_TEMPERATURE
+from .render import escape_stream_html, markdown_html
+
+if TYPE_CHECKING:
+    from .history import StoredImage, Turn
+
+__all__ = [
+    "NEW_CHAT",
+    "PanelLayout",
+    "TurnView",
+    "chat_options",
+    "model_options",
+    "note_html",
+    "plural",
+    "stylesheet",
+]
+
+NEW_CHAT = ""  # the chat selector's "new chat…" entry (no chat can be named "")
+LIVE_NOTES = {
+    "thinking": "thinking…",
+    "loading": "loading model…",
+    "streaming": "streaming…",
+    "drawing": "drawing…",
+}
+FINAL_NOTES = {"stopped": "■ stopped", "error": "✖ error"}
+
+
+def stylesheet() -> str:
+    """Our own static CSS for the panel (``panel.css`` beside this module)."""
+    return resources.files(__package__).joinpath("panel.css").read_text(encoding="utf-8")
+
+
+def model_options() -> list[tuple[str, str]]:
+    """The picker's entries as ``(label, model id)``: chat models, then image models.
+
+    A label names the kind and the aliases that reach the model, e.g.
+    ``"chat · claude-3-5-sonnet-20241022 (claude, sonnet, claude-3.5-sonnet)"``.
+    """
+    aliases: dict[str, list[str]] = {}
+    for alias in catalog.ALIASES.values():
+        if alias.name != alias.target:
+            aliases.setdefault(alias.target, []).append(alias.name)
+    return [
+        (_model_label(model, aliases.get(model.id, [])), model.id)
+        for kind in ("chat", "image")
+        for model in catalog.MODELS
+        if model.kind == kind
+    ]
+
+
+def _model_label(model: catalog.Model, aliases: Sequence[str]) -> str:
+    label = f"{model.kind} · {model.id}"
+    if aliases:
+        label += f" ({', '.join(sorted(aliases, key=len))})"
+    return label + (" · retired" if model.retired else "")
+
+
+def chat_options(names: Sequence[str], current: str) -> list[tuple[str, str]]:
+    """This notebook's chats (most recent first), the current one, then "new chat…"."""
+    ordered = list(dict.fromkeys(names))
+    if current not in ordered:
+        ordered.insert(0, current)
+    return [(name, name) for name in ordered] + [("new chat…", NEW_CHAT)]
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _turn_html(who: str, note: str, body: str) -> str:
+    """A turn's header (who, and how it ended when not complete) over its already-safe body."""
+    note_html = f'<span class="amigo-note"> · {html.escape(note)}</span>' if note else ""
+    return (
+        f'<div class="amigo-who">{html.escape(who)}{note_html}</div>'
+        f'<div class="amigo-body">{body}</div>'
+    )
+
+
+def error_html(message: str | None) -> str:
+    return f'<div class="amigo-error">{html.escape(one_line(message or "no answer"))}</div>'
+
+
+def note_html(text: str) -> str:
+    return f'<div class="amigo-empty">{html.escape(text)}</div>'
+
+
+def live_body(state: AnswerState) -> str:
+    return escape_stream_html(state.text) if state.text else ""
+
+
+def final_body(text: str, phase: str, error: str | None) -> str:
+    if text.strip():
+        return markdown_html(text)
+    return error_html(error) if phase == "error" else ""
+
+
+class PanelLayout(widgets.VBox):  # type: ignore[misc]
+    """The panel's widgets and their arrangement, built once (the children assigned as one
+    tuple), with stable CSS classes for styling and the browser test; no behaviour."""
+
+    def _build(self, model_id: str, chat: str) -> None:
+        """Every widget, once; the children assigned as one tuple."""
+        wide = {"description_width": "initial"}
+        options = model_options()
+        if model_id not in {value for _, value in options}:  # local, or an endpoint's model
+            options.append((f"live · {model_id}", model_id))
+        self.model_picker = widgets.Dropdown(
+            options=options,
+            value=model_id,
+            description="Model",
+            style=wide,
+            layout=widgets.Layout(flex="1 1 0%", min_width="260px"),
+        )
+        self.chat_picker = widgets.Dropdown(
+            options=chat_options([], chat),
+            value=chat,
+            description="Chat",
+            style=wide,
+            layout=widgets.Layout(width="190px"),
+        )
+        self.temperature = widgets.FloatSlider(
+            value=DEFAULT_TEMPERATURE,
+            min=0.0,
+            max=2.0,
+            step=0.1,
+            description="Temperature",
+            readout_format=".1f",
+            style=wide,
+            layout=widgets.Layout(width="250px"),
+        )
+        self.system = widgets.Textarea(
+            placeholder="Optional: how the model should answer (sent as the system message)",
+            rows=3,
+            layout=widgets.Layout(width="100%"),
+        )
+        self.system_box = widgets.Accordion(children=(self.system,), titles=("System prompt",))
+        self.system_box.selected_index = None
+        self.new_chat_name = widgets.Text(placeholder="name of the new chat")
+        self.new_chat_start = widgets.Button(description="Start", button_style="primary")
+        self.new_chat_cancel = widgets.Button(description="Cancel")
+        self.new_chat_row = self._row(self.new_chat_name, self.new_chat_start, self.new_chat_cancel)
+        self.new_chat_row.layout.display = "none"
+        self.transcript_note = widgets.HTML()  # "no turns yet" or "N earlier turns not shown"
+        self.transcript = widgets.VBox(
+            layout=widgets.Layout(
+                flex_flow="column-reverse",  # newest at the bottom, and scrolled there
+                max_height="460px",
+                min_height="60px",
+                overflow="auto",
+            )
+        )
+        self.prompt = widgets.Textarea(
+            placeholder="Ask something… (Send when ready)",
+            rows=3,
+            layout=widgets.Layout(width="100%"),
+        )
+        self.send_button = self._button("Send", "paper-plane", "primary", "Send the prompt")
+        self.stop_button = self._button("Stop", "stop", "warning", "Stop the answer; keep its text")
+        self.stop_button.disabled = True
+        self.clear_button = self._button("Clear", "trash", "", "Delete this chat's turns (asks)")
+        self.export_button = self._button("Export", "download", "", "Write the chat to a file")
+        self.export_format = widgets.Dropdown(
+            options=[("Markdown", "md"), ("JSON", "json")],
+            value="md",
+            layout=widgets.Layout(width="110px"),
+            tooltip="Export format",
+        )
+        self.refresh_button = self._button("Refresh", "refresh", "", "Reload chats and turns")
+        self.confirm_text = widgets.HTML()
+        self.confirm_delete = widgets.Button(description="Delete", button_style="danger")
+        self.confirm_cancel = widgets.Button(description="Cancel")
+        self.confirm_row = self._row(self.confirm_text, self.confirm_delete, self.confirm_cancel)
+        self.confirm_row.layout.display = "none"
+        self.status_line = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self._classify()
+        self.children = (
+            widgets.HTML(f"<style>{stylesheet()}</style>", layout=widgets.Layout(display="none")),
+            self._row(self.model_picker, self.chat_picker, self.temperature, cls="amigo-toolbar"),
+            self.new_chat_row,
+            self.system_box,
+            self.transcript,
+            self.prompt,
+            self._row(
+                self.send_button,
+                self.stop_button,
+                self.clear_button,
+                self.export_button,
+                self.export_format,
+                self.refresh_button,
+                cls="amigo-buttons",
+            ),
+            self.confirm_row,
+            self.status_line,
+        )
+
+    @staticmethod
+    def _button(description: str, icon: str, style: str, tooltip: str) -> Any:
+        return widgets.Button(
+            description=description,
+            icon=icon,
+            button_style=style,
+            tooltip=tooltip,
+            layout=widgets.Layout(width="auto", min_width="84px"),
+        )
+
+    @staticmethod
+    def _row(*children: Any, cls: str = "") -> Any:
+        row = widgets.HBox(children, layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+        if cls:
+            row.add_class(cls)
+        return row
+
+    def _classify(self) -> None:
+        """Stable CSS classes, for styling and for the browser test."""
+        self.add_class("amigo-panel")
+        for widget, name in (
+            (self.model_picker, "amigo-model"),
+            (self.chat_picker, "amigo-chat"),
+            (self.temperature, "amigo-temperature"),
+            (self.system_box, "amigo-system"),
+            (self.prompt, "amigo-prompt"),
+            (self.send_button, "amigo-send"),
+            (self.stop_button, "amigo-stop"),
+            (self.clear_button, "amigo-clear"),
+            (self.export_button, "amigo-export"),
+            (self.export_format, "amigo-export-format"),
+            (self.refresh_button, "amigo-refresh"),
+            (self.transcript, "amigo-transcript"),
+            (self.confirm_row, "amigo-confirm"),
+            (self.new_chat_row, "amigo-new-chat"),
+            (self.status_line, "amigo-status"),
+        ):
+            widget.add_class(name)
+
+
+class TurnView:
+    """One turn: an HTML widget (header and sanitised body), then its pictures."""
+
+    def __init__(self, role: str) -> None:
+        self.html = widgets.HTML()
+        self.box = widgets.VBox((self.html,), layout=widgets.Layout(flex="0 0 auto"))
+        self.box.add_class("amigo-turn")
+        self.box.add_class(f"amigo-turn-{role}")
+
+    def show(self, who: str, note: str, body: str) -> None:
+        """Replace the turn's HTML; ``body`` must already be escaped or sanitised."""
+        self.html.value = _turn_html(who, note, body)
+
+    def show_live(self, state: AnswerState) -> None:
+        self.show(state.model, LIVE_NOTES.get(state.phase, ""), live_body(state))
+
+    def show_final(self, state: AnswerState) -> None:
+        body = final_body(state.text, state.phase, state.error)
+        self.show(state.model, FINAL_NOTES.get(state.phase, ""), body)
+
+    def add_pictures(self, images: Sequence[StoredImage]) -> None:
+        self.box.children = (self.html, *(_picture(image) for image in images))
+
+    def close(self) -> None:
+        """Close the turn's widgets (it left the transcript)."""
+        for widget in self.box.children:
+            widget.close()
+        self.box.close()
+
+    @classmethod
+    def from_turn(cls, turn: Turn) -> TurnView:
+        """A stored turn, as the transcript shows it."""
+        view = cls(turn.role)
+        who = "You" if turn.role == "user" else turn.model or "assistant"
+        body = final_body(turn.content, "error" if turn.error else turn.status, turn.error)
+        view.show(who, FINAL_NOTES.get(turn.status, ""), body)
+        if turn.images:
+            view.add_pictures(turn.images)
+        return view
+
+    @classmethod
+    def prompt(cls, text: str) -> TurnView:
+        view = cls("user")
+        view.show("You", "", markdown_html(text))
+        return view
+
+
+def _picture(image: StoredImage) -> Any:
+    picture = widgets.Image(value=image.data, format=image.mime.split("/")[-1])
+    picture.add_class("amigo-picture")
+    return picture

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from .errors import AmigoError
 from .history import Turn
+from .redact import scrub
 
 if TYPE_CHECKING:
     from .history import Status, StoredImage
@@ -161,10 +162,12 @@ class Live:
 
 
 class Answer(Live):
-    """One text answer as it arrives."""
+    """One text answer as it arrives. ``secrets`` are the keys the request was sent with: a
+    model (or a proxy) that echoes one in its answer never gets it shown or kept."""
 
-    def __init__(self, *, model: str, chat: str) -> None:
+    def __init__(self, *, model: str, chat: str, secrets: Sequence[str] = ()) -> None:
         super().__init__(model=model, chat=chat, phase="thinking")
+        self.secrets = tuple(s for s in secrets if s)
         self.parts: list[str] = []
         self._packed = 0  # parts[:_packed] are blocks of PACK pieces joined
         self.usage: Usage | None = None
@@ -173,7 +176,8 @@ class Answer(Live):
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        text = "".join(self.parts)
+        return scrub(text, self.secrets) if self.secrets else text
 
     @property
     def tokens(self) -> int:

@@ -9,6 +9,7 @@ HTTP stack and the renderer are imported on first use, so ``%load_ext amigo_magi
 from __future__ import annotations
 
 import argparse
+import logging
 import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from IPython.core.magic import (
 )
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Dict, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets.config import Config
 
 from .cells import ErrorRecorder, cell_id, check_out_name, notebook_identity
 from .config import DEFAULT_IMAGE_MODEL, FORMATS, Preferences, Secret, Timeouts
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from .session import AskOptions, ChatSession
 
 __all__ = ["AmigoMagics"]
+
+log = logging.getLogger("amigo_magic")
 
 
 @magics_class
@@ -88,6 +92,24 @@ class AmigoMagics(Magics):
         self.notebook_model: str | None = None  # %amigo use
         self.key: Secret | None = None  # %amigo key: memory only
         self._session: ChatSession | None = None
+        self._ready = True
+
+    def _load_config(self, cfg: Any, section_names: Any = None, traits: Any = None) -> None:
+        """A ``%config`` of a value that cannot work is refused (IPython shows the one line).
+        Opening with one in the configuration (``ipython_config.py``, or a refused ``%config``
+        that IPython kept in the shell's) keeps the default for it, says so, loads the rest."""
+        try:
+            super()._load_config(cfg, section_names=section_names, traits=traits)
+            return
+        except TraitError:
+            if getattr(self, "_ready", False):
+                raise
+        for name, value in cfg.get(type(self).__name__, {}).items():
+            one = Config({type(self).__name__: {name: value}})
+            try:
+                super()._load_config(one, section_names=section_names, traits=traits)
+            except TraitError as error:
+                log.warning("%s Using the default.", error)
 
     # -- settings, validated where they are set ----------------------------------------------------
 

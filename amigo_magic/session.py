@@ -232,7 +232,7 @@ class ChatSession:
         if options.use_history:
             messages += window(earlier, options.max_history)
         messages.append({"role": "user", "content": prompt})
-        answer = Answer(model=target.label, chat=options.chat)
+        answer = Answer(model=target.label, chat=options.chat, secrets=settings.known_secrets())
         if unsaved:
             answer.warn(unsaved)
         self._asked[answer] = (notebook, asked)

@@ -55,6 +55,15 @@ def test_private_attributes_are_not_reachable() -> None:
     with pytest.raises(ConfigError, match="no attribute '__class__'"):
         interpolate("{name.__class__}", NS)
 
+    class Account:
+        owner = "ada"
+        _token = "tok-private-1234"
+
+    with pytest.raises(ConfigError, match="no attribute '_token'") as raised:
+        interpolate("{acct.owner} {acct._token}", {"acct": Account()})
+    assert "tok-private" not in str(raised.value)
+    assert interpolate("{acct.owner}", {"acct": Account()}) == "ada"
+
 
 # -- secrets never leave, and nothing is evaluated ----------------------------------------------
 

@@ -459,3 +459,21 @@ def test_a_url_with_credentials_is_refused_without_showing_them(url: str) -> Non
         assert PASSWORD not in message
         assert "\n" not in message
         assert "***@" in message
+
+
+def test_a_key_echoed_inside_an_answer_is_never_shown_or_kept(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    monkeypatch.setenv("AMIGO_API_KEY", ENV_KEY)
+    # A proxy or a model that repeats the request: the key split across pieces, and encoded.
+    half = len(ENV_KEY) // 2
+    server.enqueue(Reply.stream(chunks=["You sent ", ENV_KEY[:half], ENV_KEY[half:], " ok"]))
+    server.enqueue(Reply.stream(f"as JSON: {ENV_KEY!r} and %{ENV_KEY}"))
+    first = ip.run_cell("%%amigo -o echoed\nwhat did I send?")
+    second = ip.run_cell("%%amigo\nand again?")
+    shown = seen(ip, first, second)
+    assert "You sent *** ok" in shown
+    assert ENV_KEY not in shown
+    assert ENV_KEY not in str(ip.user_ns.pop("echoed"))
+    assert ENV_KEY.encode() not in stored(home)

@@ -190,3 +190,23 @@ def test_two_kernels_opening_a_new_file_at_once_both_succeed(tmp_path: Path) -> 
     for worker in workers:
         worker.join(30)
     assert outcomes == ["ok"] * (2 * races)
+
+
+def test_a_turn_is_one_transaction_a_failed_picture_leaves_the_cells_old_exchange(
+    tmp_path: Path, db: SQLiteStore
+) -> None:
+    exchange(db, "v1", "the first answer", cell="c1")
+    # The re-run's prompt deletes the cell's old exchange; its picture cannot be inserted (no
+    # MIME type). All of it is one transaction: the file must still hold the old exchange.
+    broken = Turn(
+        "user",
+        "v2",
+        cell_id="c1",
+        images=(StoredImage(None, PNG, "x"),),  # type: ignore[arg-type]
+    )
+    unsaved = db.add("nb.ipynb", "default", broken, replace_cell=True)
+    assert unsaved is not None  # said, not raised
+    raw = sqlite3.connect(tmp_path / "history.db")
+    rows = raw.execute("SELECT role, content FROM turns ORDER BY id").fetchall()
+    raw.close()
+    assert rows == [("user", "v1"), ("assistant", "the first answer")]

@@ -131,6 +131,10 @@ class Live:
 
     # -- write side (the loop thread) ------------------------------------------------------------
 
+    def running(self, future: concurrent.futures.Future[None]) -> None:
+        """The request's task on the loop: what :meth:`stop` cancels."""
+        self.future = future
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
@@ -265,6 +269,15 @@ class ImageAnswer(Live):
             images=tuple(self.images),
             error=str(self.error) if self.error is not None else None,
         )
+
+    def skip(self, listed: int, kept: int) -> None:
+        """The reply listed ``listed`` pictures; only the first ``kept`` are fetched."""
+        self.skipped = max(0, listed - kept)
+        if self.skipped:
+            self.warn(
+                f"The reply listed {listed} pictures: {self.skipped} skipped, at most {kept} are "
+                "fetched and kept per reply."
+            )
 
     def add_images(self, images: Sequence[StoredImage]) -> None:
         self.images.extend(images)

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .protocol import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, ChatParams
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -38,6 +37,8 @@ DEFAULT_BASE_URL = "https://api.amigochat.io/v1"
 SITE_URL = "https://amigochat.io/chat/"
 DEFAULT_DEVICE_VERSION = "1.0.45"
 DEFAULT_IMAGE_MODEL = "flux"
+DEFAULT_TEMPERATURE = 0.5  # the reference's sampling defaults, for every front end
+DEFAULT_TOP_P = 0.95
 FORMATS = ("markdown", "text", "code", "html", "json")  # what an answer can be shown as
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -285,21 +286,6 @@ class Preferences:
             changes["api_key"] = self.api_key
         return Settings.from_env(env, **changes)
 
-    def params(
-        self,
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        max_tokens: int | None = None,
-    ) -> ChatParams:
-        """Sampling parameters: what the request says, else these preferences, else the
-        defaults; a value out of range is one line naming the flag."""
-        return ChatParams(
-            temperature=_bounded(temperature, DEFAULT_TEMPERATURE, 0, 2, "--temperature"),
-            top_p=_bounded(top_p, DEFAULT_TOP_P, 0, 1, "--top-p"),
-            max_tokens=int(_bounded(max_tokens, self.max_tokens, 1, 1_000_000, "--max-tokens")),
-        )
-
     def secrets(self, env: Mapping[str, str]) -> list[str]:
         """Every key these preferences know of, read without validating (a bad key is refused
         later, with its own message): none may leave inside a filled-in prompt."""
@@ -325,11 +311,3 @@ def endpoints_from(configured: Mapping[str, Any], env: Mapping[str, str]) -> lis
         secret = Secret(key, f"${key_env} (endpoint '{name}')") if key else None
         found.append(Endpoint(name, str(spec["url"]), key_env, secret))
     return found
-
-
-def _bounded(value: float | None, default: float, low: float, high: float, flag: str) -> float:
-    if value is None:
-        return default
-    if not low <= value <= high:
-        raise ConfigError(f"{flag} must be between {low:g} and {high:g}; got {value:g}.")
-    return value

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from .catalog import Model
+from .config import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from .errors import ConfigError, InvalidResponseError, StreamError
 
 __all__ = [
-    "DEFAULT_TEMPERATURE",
-    "DEFAULT_TOP_P",
     "ChatParams",
     "Event",
     "Finish",
@@ -47,10 +46,6 @@ class Message(TypedDict):
 
     role: str
     content: Any
-
-
-DEFAULT_TEMPERATURE = 0.5  # the reference's sampling defaults, for every front end
-DEFAULT_TOP_P = 0.95
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,16 @@ from typing import Any, ClassVar
 from . import catalog
 from .backends.amigo import AmigoBackend
 from .backends.base import ChatRequest, ImageRequest
-from .config import DEFAULT_BASE_URL, SITE_URL, Settings, Timeouts
-from .errors import UnknownModelError
-from .protocol import (
+from .config import (
+    DEFAULT_BASE_URL,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
+    SITE_URL,
+    Settings,
+    Timeouts,
+)
+from .errors import UnknownModelError
+from .protocol import (
     ChatParams,
     ImageResult,
     Message,

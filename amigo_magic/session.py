@@ -22,7 +22,14 @@ from typing import Any
 
 from .answer import Answer, AnswerState, ImageAnswer, Live, ModelSource
 from .backends import Backend, ChatRequest, ImageRequest, make_backend
-from .config import Endpoint, Preferences, Settings, endpoints_from
+from .config import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    Endpoint,
+    Preferences,
+    Settings,
+    endpoints_from,
+)
 from .errors import ConfigError
 from .history import ChatSummary, HistoryStore, Turn, window
 from .pacer import follow, follow_async
@@ -153,7 +160,11 @@ class ChatSession:
         """The one builder of a chat request's options: what the caller says, else the
         preferences (``max_tokens``, ``max_history``, ``system_prompt``), else the defaults."""
         prefs = self.preferences()
-        params = prefs.params(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+        params = ChatParams(
+            temperature=_bounded(temperature, DEFAULT_TEMPERATURE, 0, 2, "--temperature"),
+            top_p=_bounded(top_p, DEFAULT_TOP_P, 0, 1, "--top-p"),
+            max_tokens=int(_bounded(max_tokens, prefs.max_tokens, 1, 1_000_000, "--max-tokens")),
+        )
         parts = (system or prefs.system_prompt, FORMAT_HINTS.get(fmt))
         system_text = self.clean("\n\n".join(part for part in parts if part), "system message")
         return AskOptions(
@@ -238,7 +249,7 @@ class ChatSession:
         self._asked[answer] = (notebook, asked)
         request = ChatRequest(target.model, messages, options.params)
         stream = partial(self._stream, answer, request, target, settings)
-        answer.future = self._runner.submit(self._run(answer, stream, options.cell_id))
+        answer.running(self._runner.submit(self._run(answer, stream, options.cell_id)))
         return answer
 
     async def _stream(
@@ -340,19 +351,13 @@ class ChatSession:
             answer.warn(unsaved)
         self._asked[answer] = (self.notebook, asked)
         draw = partial(self._draw, answer, target, settings)
-        answer.future = self._runner.submit(self._run(answer, draw, options.cell_id))
+        answer.running(self._runner.submit(self._run(answer, draw, options.cell_id)))
         return answer
 
     async def _draw(self, answer: ImageAnswer, target: Target, settings: Settings) -> None:
         backend = self._backend(target, settings)
         result = await backend.image(ImageRequest(target.model, answer.prompt))
-        # A reply may list any number of pictures; fetch (and keep) at most MAX_PICTURES.
-        answer.skipped = max(0, len(result.images) - MAX_PICTURES)
-        if answer.skipped:
-            answer.warn(
-                f"The reply listed {len(result.images)} pictures: {answer.skipped} skipped, "
-                f"at most {MAX_PICTURES} are fetched and kept per reply."
-            )
+        answer.skip(len(result.images), MAX_PICTURES)  # a reply may list any number
         for image in result.images[:MAX_PICTURES]:
             answer.add_images([await self._pictures.fetch(image, answer.prompt, settings)])
 
@@ -461,3 +466,11 @@ def stop_background() -> None:
     from .runner import close_runner
 
     close_runner()
+
+
+def _bounded(value: float | None, default: float, low: float, high: float, flag: str) -> float:
+    if value is None:
+        return default
+    if not low <= value <= high:
+        raise ConfigError(f"{flag} must be between {low:g} and {high:g}; got {value:g}.")
+    return value

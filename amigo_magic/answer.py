@@ -122,8 +122,27 @@ class Live:
             self._phase = "stopped"
             self.finished = self.finished or time.monotonic()
 
-    def snapshot(self) -> AnswerState:  # pragma: no cover - each kind says what it shows
+    def snapshot(self) -> AnswerState:
+        """What is shown for the request at this moment."""
+        return AnswerState(
+            text=self.text,
+            model=self.model,
+            chat=self.chat,
+            phase=self.phase,
+            seconds=self.seconds,
+            tokens=self.shown_tokens,
+            error=error_line(self.error),
+            warning="; ".join(self.warnings) or None,
+        )
+
+    @property
+    def text(self) -> str:  # pragma: no cover - each kind says what it shows
         raise NotImplementedError
+
+    @property
+    def shown_tokens(self) -> int | None:
+        """The token count the status line shows (None: none to show)."""
+        return None
 
     def turn(self, cell_id: str | None) -> Turn:  # pragma: no cover - each kind keeps its own
         """The assistant turn history keeps of this answer."""
@@ -190,18 +209,9 @@ class Answer(Live):
             return self.usage.completion_tokens
         return self.chunks
 
-    def snapshot(self) -> AnswerState:
-        """The answer as the renderer needs it, at this moment."""
-        return AnswerState(
-            text=self.text,
-            model=self.model,
-            chat=self.chat,
-            phase=self.phase,
-            seconds=self.seconds,
-            tokens=self.tokens if self.chunks else None,
-            error=error_line(self.error),
-            warning="; ".join(self.warnings) or None,
-        )
+    @property
+    def shown_tokens(self) -> int | None:
+        return self.tokens if self.chunks else None
 
     def add_text(self, piece: str) -> None:
         """One streamed piece: an append and a counter (the per-token path; keep it short)."""
@@ -290,14 +300,3 @@ class ImageAnswer(Live):
         if not count:
             return ""
         return f"[{count} picture{'s' if count != 1 else ''} of: {self.prompt}]"
-
-    def snapshot(self) -> AnswerState:
-        return AnswerState(
-            text=self.text,
-            model=self.model,
-            chat=self.chat,
-            phase=self.phase,
-            seconds=self.seconds,
-            error=error_line(self.error),
-            warning="; ".join(self.warnings) or None,
-        )

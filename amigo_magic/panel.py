@@ -278,20 +278,18 @@ class ChatPanel(PanelLayout):
             temperature=round(float(self.temperature.value), 2),
         )
         answer = self.session.ask(self.session.prompt(prompt), options, self._settings())
-        self._answer = answer
-        self._append(TurnView.prompt(prompt))
-        view = self._append(TurnView("assistant"))
-        self._show_live(view, answer.snapshot())
-        self.session.watch(
-            answer,
-            lambda state: self._show_live(view, state),
-            finish=lambda: self._finish(self._show_final, answer, view),
-            on_error=self._show_error,
-        )
+        self._follow(prompt, answer, self._show_final)
 
     def _start_image(self, prompt: str, model_id: str) -> None:
         options = self.session.options(chat=self._chat, model=model_id)
         answer = self.session.image(self.session.prompt(prompt), options, self._settings())
+        self._follow(prompt, answer, self._show_pictures)
+
+    def _follow(
+        self, prompt: str, answer: Answer | ImageAnswer, show: Callable[[Any, TurnView], None]
+    ) -> None:
+        """The prompt and a live turn in the transcript; the session follows the answer there,
+        and ``show`` paints it once it ends."""
         self._answer = answer
         self._append(TurnView.prompt(prompt))
         view = self._append(TurnView("assistant"))
@@ -299,7 +297,7 @@ class ChatPanel(PanelLayout):
         self.session.watch(
             answer,
             lambda state: self._show_live(view, state),
-            finish=lambda: self._finish(self._show_pictures, answer, view),
+            finish=lambda: self._finish(show, answer, view),
             on_error=self._show_error,
         )
 

@@ -1,7 +1,10 @@
-"""An in-process IPython shell for tests: failing cells fail the test, displays are recorded."""
+"""An in-process IPython shell for tests: failing cells fail the test, displays are recorded;
+and waiting, bounded, for what another thread does."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,3 +67,13 @@ class TestingShell(InteractiveShell):  # type: ignore[misc]
     def run_cell_quietly(self, raw_cell: str) -> Any:
         """Run a cell that is expected to fail; return the result without raising."""
         return super().run_cell(raw_cell, store_history=True)
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -29,7 +29,7 @@ from amigo_magic.runner import close_runner, get_runner
 from amigo_magic.session import AskOptions, ChatSession
 from amigo_magic.store import SQLiteStore
 from tests.amigo_server import AmigoServer, Reply
-from tests.shell import Published, Recorder, TestingShell
+from tests.shell import Published, Recorder, TestingShell, wait_until
 
 NOTEBOOK = "durable.ipynb"
 
@@ -51,15 +51,6 @@ def rows(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def chat_requests(server: AmigoServer) -> list[list[dict[str, str]]]:
     return [r.json["messages"] for r in server.requests if r.path == "/v1/chat/completions"]
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @contextmanager

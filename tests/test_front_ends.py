@@ -4,14 +4,13 @@ settings they share are refused at ``%config`` time when they cannot work."""
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from amigo_magic import ChatPanel
 from tests.amigo_server import AmigoServer
-from tests.shell import Recorder, TestingShell
+from tests.shell import Recorder, TestingShell, wait_until
 
 SHARED = {"max_tokens": "200", "max_history": "2", "system_prompt": "'Be terse.'"}
 DEFAULTS = {"max_tokens": "4000", "max_history": "20", "system_prompt": "''"}
@@ -30,15 +29,6 @@ def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Testing
             shell.run_cell(f"%config AmigoMagics.{name} = {value}")
         shell.run_cell("%unload_ext amigo_magic")
         shell.user_ns.pop("panel", None)
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def chat_requests(server: AmigoServer) -> list[dict[str, object]]:

@@ -23,7 +23,7 @@ from amigo_magic.runner import close_runner, get_runner
 from amigo_magic.session import ChatSession
 from amigo_magic.store import SQLiteStore
 from tests.amigo_server import AmigoServer, Reply
-from tests.shell import Recorder, TestingShell
+from tests.shell import Recorder, TestingShell, wait_until
 
 NOTEBOOK = "panel.ipynb"
 
@@ -45,15 +45,6 @@ def make_panel(session: ChatSession, server: AmigoServer) -> Callable[..., ChatP
         return ChatPanel(session=session, settings=lambda: settings, chat=chat, model=model)
 
     return make
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def idle(panel: ChatPanel) -> bool:

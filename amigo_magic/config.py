@@ -272,6 +272,7 @@ class Preferences:
     system_prompt: str = ""
     default_format: str = "markdown"
     throttle: float = 0.05
+    context_budget: int = 2000  # tokens each {name} field may fill (amigo_magic.context)
 
     def settings(self, env: Mapping[str, str]) -> Settings:
         """Flag-free settings: these preferences over ``AMIGO_*`` variables over defaults."""

@@ -2,7 +2,9 @@
 
 Only a brace pair around a name that exists in the namespace is replaced; every other brace —
 code, JSON, set literals, ``{{doubled}}`` — stays exactly as written. Nothing is evaluated:
-indexes are integer or quoted-string literals, attributes are plain names.
+indexes are integer or quoted-string literals, attributes are plain names. A filled value is
+sent as its typed view (:mod:`.context`: a frame's shape, dtypes and a sample, not its rows),
+within the token budget; a string as it is.
 
 Secrets never leave through it: a module's attributes are not reached (a pasted
 ``f"{os.environ}"`` stays as written), and every filled-in value has the secrets the caller
@@ -16,6 +18,7 @@ import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .context import DEFAULT_BUDGET, Filled, estimate_tokens, view
 from .errors import ConfigError
 from .redact import scrub
 
@@ -29,9 +32,17 @@ _FIELD = re.compile(
 _STEP = re.compile(r"\[\s*(-?\d+|'[^'\\\n]*'|\"[^\"\\\n]*\")\s*\]|\.([A-Za-z_]\w*)")
 
 
-def interpolate(text: str, namespace: Mapping[str, Any], secrets: Iterable[str] = ()) -> str:
-    """``text`` with each ``{name…}`` whose name is in ``namespace`` replaced by ``str(value)``,
-    with every one of ``secrets`` scrubbed out of it.
+def interpolate(
+    text: str,
+    namespace: Mapping[str, Any],
+    secrets: Iterable[str] = (),
+    *,
+    budget: int = DEFAULT_BUDGET,
+    filled: list[Filled] | None = None,
+) -> str:
+    """``text`` with each ``{name…}`` whose name is in ``namespace`` replaced by the value's
+    view (``budget`` tokens at most; a string whole), with every one of ``secrets`` scrubbed out
+    of it. Each field filled in is appended to ``filled``, when given.
 
     A name that exists but whose index or attribute does not raises :class:`ConfigError`
     (sending the braces on silently would hide the mistake). An attribute of a module is
@@ -63,13 +74,16 @@ def interpolate(text: str, namespace: Mapping[str, Any], secrets: Iterable[str] 
                     "--no-interpolate to send braces as written."
                 ) from None
         try:
-            filled = str(value)
+            shown, kind = view(value, budget)
         except Exception as error:
             raise ConfigError(
                 f"Cannot fill in {match.group(0)}: str() failed ({type(error).__name__}). Use "
                 "--no-interpolate to send braces as written."
             ) from None
-        return scrub(filled, known) if known else filled
+        shown = scrub(shown, known) if known else shown
+        if filled is not None:
+            filled.append(Filled(match.group(0), kind, estimate_tokens(shown)))
+        return shown
 
     return _FIELD.sub(replace, text)
 

@@ -80,6 +80,9 @@ class AmigoMagics(Magics):
         "'openai': {'url': 'https://api.openai.com/v1', 'key_env': 'OPENAI_API_KEY'}}. "
         "Keys are read from the named environment variable at each call, never stored.",
     ).tag(config=True)
+    context_budget = Int(
+        2000, help="Tokens (estimated) each {name} field may send: a view says what it left out."
+    ).tag(config=True)
     local_model_path = Unicode(
         "", help="GGUF file for --model local. Empty: $AMIGO_LOCAL_MODEL, else SmolLM2-135M."
     ).tag(config=True)
@@ -113,7 +116,7 @@ class AmigoMagics(Magics):
 
     # -- settings, validated where they are set ----------------------------------------------------
 
-    @validate("max_history", "max_tokens")
+    @validate("max_history", "max_tokens", "context_budget")
     def _at_least(self, proposal: Any) -> int:
         name, value = proposal["trait"].name, proposal["value"]
         low = 0 if name == "max_history" else 1
@@ -153,6 +156,7 @@ class AmigoMagics(Magics):
             system_prompt=self.system_prompt,
             default_format=self.default_format,
             throttle=self.throttle,
+            context_budget=self.context_budget,
         )
 
     @property
@@ -182,6 +186,7 @@ class AmigoMagics(Magics):
     @argument("--no-history", action="store_true", help="send this prompt alone")
     @argument("--no-interpolate", action="store_true", help="send {braces} as written")
     @argument("-o", "--out", help="also store the answer text in this variable")
+    @argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     @no_var_expand
     @line_cell_magic
     def amigo(self, line: str, cell: str | None = None) -> Any:
@@ -230,6 +235,8 @@ class AmigoMagics(Magics):
             use_history=not args.no_history,
             cell_id=cell_id(self.shell),
         )
+        if args.dry_run:
+            return self.session.preview(prompt, options)
         text = self.ask(prompt, options, fmt)
         if args.out:
             self.shell.user_ns[args.out] = text

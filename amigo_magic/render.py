@@ -87,6 +87,8 @@ def status_text(state: AnswerState) -> str:
         line = f"✖ {_one_line(state.error or 'unknown error')}{kept}"
     else:
         line = " · ".join([model, *_usage_parts(state), seconds])
+    if state.context and state.phase != "error":
+        line += f" · {_one_line(state.context)}"
     if state.warning:
         line += f" · ⚠ {_one_line(state.warning)}"
     return line

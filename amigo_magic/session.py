@@ -30,6 +30,7 @@ from .config import (
     Settings,
     endpoints_from,
 )
+from .context import Filled, Preview, build_messages, summary
 from .errors import ConfigError
 from .history import ChatSummary, HistoryStore, Turn, window
 from .pacer import follow, follow_async
@@ -106,6 +107,7 @@ class ChatSession:
         self._pictures = PictureFetcher()
         self._asked: dict[Live, tuple[str, Turn]] = {}  # live answer → (notebook, its prompt)
         self._notices: list[str] = []
+        self._context: tuple[str, str | None] = ("", None)  # (prompt, what filled it in)
         runner.on_close(self.aclose)
 
     @classmethod
@@ -180,11 +182,16 @@ class ChatSession:
     def prompt(self, text: str, namespace: Mapping[str, Any] | None = None) -> str:
         """``text`` as it is sent: ``{name}`` fields filled from ``namespace`` (when given),
         never with a secret the session knows, and made valid Unicode."""
+        filled: list[Filled] = []
         if namespace is not None:
             from .interpolate import interpolate
 
-            text = interpolate(text, namespace, self.preferences().secrets(self._env))
-        return self.clean(text, "prompt")
+            prefs = self.preferences()
+            secrets = prefs.secrets(self._env)
+            text = interpolate(text, namespace, secrets, budget=prefs.context_budget, filled=filled)
+        text = self.clean(text, "prompt")
+        self._context = (text.strip(), summary(filled))  # the status line says what went
+        return text
 
     def clean(self, text: str, what: str) -> str:
         """``text`` made valid Unicode (each lone surrogate as U+FFFD), with a notice if not."""
@@ -215,12 +222,7 @@ class ChatSession:
         Raises at once (before any request) for an unknown model or an image model.
         """
         settings = settings or self.settings()
-        target = resolve_target(options.model, settings)
-        if target.kind == "image":
-            raise ConfigError(
-                f"'{target.label}' is an image model: use %amigo_image for pictures, or pick a "
-                "chat model (`%amigo models` lists them)."
-            )
+        target = self._chat_target(options, settings)
         window_size = options.max_history * 2 + 2  # room for exchanges window() leaves out
         notebook = self.notebook
         asked = Turn(
@@ -237,13 +239,11 @@ class ChatSession:
         else:
             earlier = self.store.load(notebook, options.chat, limit=window_size)
             unsaved = self.store.add(notebook, options.chat, asked)
-        messages: list[dict[str, str]] = []
-        if options.system:
-            messages.append({"role": "system", "content": options.system})
-        if options.use_history:
-            messages += window(earlier, options.max_history)
-        messages.append({"role": "user", "content": prompt})
-        answer = Answer(model=target.label, chat=options.chat, secrets=settings.known_secrets())
+        messages = self._messages(prompt, options, earlier)
+        context = self._context[1] if self._context[0] == prompt.strip() else None
+        answer = Answer(
+            model=target.label, chat=options.chat, secrets=settings.known_secrets(), context=context
+        )
         if unsaved:
             answer.warn(unsaved)
         self._asked[answer] = (notebook, asked)
@@ -251,6 +251,30 @@ class ChatSession:
         stream = partial(self._stream, answer, request, target, settings)
         answer.running(self._runner.submit(self._run(answer, stream, options.cell_id)))
         return answer
+
+    def preview(self, prompt: str, options: AskOptions) -> Preview:
+        """The messages :meth:`ask` would send now, nothing sent or written (``--dry-run``)."""
+        target = self._chat_target(options, self.settings())
+        earlier = self.store.load(self.notebook, options.chat, limit=options.max_history * 2 + 2)
+        if options.cell_id:  # a re-run cell replaces its earlier exchange
+            earlier = [turn for turn in earlier if turn.cell_id != options.cell_id]
+        context = self._context[1] if self._context[0] == prompt.strip() else None
+        return Preview(target.label, tuple(self._messages(prompt, options, earlier)), context)
+
+    def _messages(
+        self, prompt: str, options: AskOptions, earlier: list[Turn]
+    ) -> list[dict[str, str]]:
+        shared = window(earlier, options.max_history) if options.use_history else []
+        return build_messages(options.system, shared, prompt)
+
+    def _chat_target(self, options: AskOptions, settings: Settings) -> Target:
+        target = resolve_target(options.model, settings)
+        if target.kind == "image":
+            raise ConfigError(
+                f"'{target.label}' is an image model: use %amigo_image for pictures, or pick a "
+                "chat model (`%amigo models` lists them)."
+            )
+        return target
 
     async def _stream(
         self, answer: Answer, request: ChatRequest, target: Target, settings: Settings

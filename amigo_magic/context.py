@@ -1,0 +1,388 @@
+"""What a ``{name}`` field sends: a typed view of the object, bounded by a token budget, and the
+one builder of a chat request's messages (a cell, the panel and ``--dry-run`` alike).
+
+An object that describes itself for a model (``_repr_llm_()``, or ``text/llm+plain`` in its
+``_repr_mimebundle_``) is sent as it says; then a view registered with :func:`register`; then the
+built-in views — pandas and polars frames and series (recognised by type name: no library is
+ever imported here), numpy arrays, long lists, dicts and sets, exceptions, functions and classes.
+Strings are sent as they are (``{Err[7]}`` is a traceback). Every other view fits the budget
+(tokens, estimated at four characters each) and says what it left out ("… 9,990 more rows").
+
+Pure: no IPython, no pandas, no numpy import; a view reads only what it shows (a frame's head,
+tail, dtypes, null counts and ranges), never a copy of the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "Filled",
+    "Preview",
+    "build_messages",
+    "estimate_tokens",
+    "register",
+    "summary",
+    "view",
+]
+
+DEFAULT_BUDGET = 2000  # tokens per filled-in value (AmigoMagics.context_budget)
+CHARS_PER_TOKEN = 4
+MIN_BUDGET = 32  # a smaller budget counts as this: room for a view's first line and its note
+SAMPLE_ROWS = 5  # head and tail each
+LONG_COLLECTION = 20  # items; a shorter one whose str() fits is sent as str()
+
+View = Callable[[Any, int], str]
+_registered: list[tuple[type | str, View]] = []
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens ``text`` is likely to cost (about four characters each)."""
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def register(type_or_name: type | str, fn: View) -> None:
+    """Send objects of ``type_or_name`` (a class, or a qualified type name such as
+    ``"shapely.geometry.Polygon"``, matched without importing it) as ``fn(obj, budget)`` says.
+
+    A later registration wins over an earlier one and over the built-in views; the text is
+    still cut to the budget if ``fn`` returns more.
+    """
+    _registered.insert(0, (type_or_name, fn))
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """One ``{field}`` as it was filled in: which view, and its estimated tokens."""
+
+    field: str
+    kind: str
+    tokens: int
+
+
+def view(value: Any, budget: int = DEFAULT_BUDGET) -> tuple[str, str]:
+    """``(text, kind)``: what ``value`` is sent as, within ``budget`` tokens (strings whole)."""
+    if isinstance(value, str):
+        return value, "text"
+    kind, fn = _find(value)
+    text = fn(value, budget)
+    return bound(text, budget, keep="tail" if kind == "exception" else "head"), kind
+
+
+def bound(text: str, budget: int, keep: str = "head") -> str:
+    """``text`` cut to ``budget`` tokens, saying how much was left out."""
+    limit = max(budget, MIN_BUDGET) * CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    room = limit - 48  # the note fits in the budget too
+    if keep == "tail":
+        kept = text[-room:]
+        return f"… {len(text) - len(kept):,} earlier characters left out\n{kept}"
+    kept = text[:room]
+    cut = kept.rfind("\n")
+    kept = kept[:cut] if cut > room // 2 else kept
+    return f"{kept}\n… {len(text) - len(kept):,} more characters left out"
+
+
+def summary(filled: Sequence[Filled]) -> str | None:
+    """The status line's ``context: 2 objects · ~2.4k tokens`` (None when nothing was filled)."""
+    if not filled:
+        return None
+    count = len(filled)
+    tokens = sum(f.tokens for f in filled)
+    shown = f"{tokens / 1000:.1f}k" if tokens >= 1000 else str(tokens)
+    return f"context: {count} object{'s' if count != 1 else ''} · ~{shown} tokens"
+
+
+# -- the one message builder, and what --dry-run shows ------------------------------------------
+
+
+def build_messages(
+    system: str | None, earlier: Sequence[Mapping[str, str]], prompt: str
+) -> list[dict[str, str]]:
+    """The request's messages: the system message, the earlier exchanges, the prompt."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [dict(message) for message in earlier]
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a request would send, not sent (``%%amigo --dry-run``)."""
+
+    model: str
+    messages: tuple[Mapping[str, str], ...]
+    context: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return sum(estimate_tokens(m["content"]) + 4 for m in self.messages)  # + role overhead
+
+    def __str__(self) -> str:
+        count = len(self.messages)
+        lines = [
+            f"Dry run, nothing sent: {self.model} would get {count} message"
+            f"{'s' if count != 1 else ''}, ~{self.tokens:,} tokens (estimated)"
+            + (f" · {self.context}" if self.context else "")
+        ]
+        for message in self.messages:
+            tokens = estimate_tokens(message["content"])
+            lines += [f"── {message['role']} · ~{tokens:,} tokens ──", message["content"]]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+# -- finding a view ------------------------------------------------------------------------------
+
+
+def _names(value: Any) -> list[str]:
+    return [f"{cls.__module__}.{cls.__qualname__}" for cls in type(value).__mro__]
+
+
+def _find(value: Any) -> tuple[str, View]:
+    if not isinstance(value, type):
+        own = _own_description(value)
+        if own is not None:
+            return "described", lambda _v, _b: own
+    names = _names(value)
+    for key, fn in _registered:
+        if isinstance(key, str) and (key in names or any(n.endswith("." + key) for n in names)):
+            return "registered", fn
+        if isinstance(key, type) and isinstance(value, key):
+            return "registered", fn
+    top = names[0]
+    if top.startswith("pandas.") and "pandas" in sys.modules:
+        if top.endswith(".DataFrame"):
+            return "dataframe", _pandas_frame
+        if top.endswith(".Series"):
+            return "series", _pandas_series
+    if top.startswith("polars.") and "polars" in sys.modules:
+        if top.endswith(".DataFrame"):
+            return "dataframe", _polars_frame
+        if top.endswith(".Series"):
+            return "series", _polars_series
+    if top == "numpy.ndarray" and "numpy" in sys.modules:
+        return "array", _numpy_array
+    if isinstance(value, BaseException):
+        return "exception", _exception
+    if inspect.isroutine(value) or isinstance(value, type):
+        return "code", _code
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        return "collection", _collection
+    return "value", _plain
+
+
+def _own_description(value: Any) -> str | None:
+    """``value._repr_llm_()``, else the ``text/llm+plain`` of its ``_repr_mimebundle_``."""
+    try:
+        method = getattr(value, "_repr_llm_", None)
+        if callable(method):
+            text = method()
+            if isinstance(text, str):
+                return text
+        bundle_of = getattr(value, "_repr_mimebundle_", None)
+        if callable(bundle_of):
+            bundle = bundle_of(include=["text/llm+plain"], exclude=[])
+            if isinstance(bundle, tuple):
+                bundle = bundle[0]
+            text = bundle.get("text/llm+plain") if isinstance(bundle, Mapping) else None
+            if isinstance(text, str):
+                return text
+    except Exception:
+        return None  # its own description failed: the views below still describe it
+    return None
+
+
+# -- the built-in views --------------------------------------------------------------------------
+
+
+def _plain(value: Any, budget: int) -> str:
+    return str(value)
+
+
+def _left(count: int, what: str) -> str:
+    return f"… {count:,} more {what}" if count > 0 else ""
+
+
+def _fits(parts: Sequence[str], budget: int) -> bool:
+    return estimate_tokens("\n".join(parts)) <= budget
+
+
+def _column_lines(rows: Sequence[tuple[str, ...]], budget: int) -> list[str]:
+    """Aligned ``name  dtype  nulls  range`` lines, as many as half the budget holds."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    lines: list[str] = []
+    for row in rows:
+        line = "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        if not _fits([*lines, line], budget // 2):
+            lines.append("  " + _left(len(rows) - len(lines), "columns"))
+            break
+        lines.append(line)
+    return lines
+
+
+def _sampled(head: list[str], sample: Callable[[int], list[str]], budget: int) -> str:
+    """``head`` plus the largest sample (rows shown from each end) that fits the budget."""
+    for rows in (SAMPLE_ROWS, 3, 1):
+        parts = head + sample(rows)
+        if _fits(parts, budget):
+            return "\n".join(parts)
+    return "\n".join([*head, "(no sample rows: they do not fit the context budget)"])
+
+
+def _range(series: Any) -> str:
+    kind = getattr(series.dtype, "kind", "O")
+    if kind not in "iufmMb" or len(series) == 0:
+        return ""
+    try:
+        low, high = series.min(), series.max()
+    except Exception:
+        return ""
+    return f"{_number(low)} … {_number(high)}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _pandas_frame(df: Any, budget: int) -> str:
+    rows, cols = df.shape
+    table = [
+        (str(name), str(df[name].dtype), f"{int(df[name].isna().sum()):,} null", _range(df[name]))
+        for name in df.columns[:200]
+    ]
+    head = [f"pandas.DataFrame: {rows:,} rows, {cols:,} columns", "columns (dtype, nulls, range):"]
+    head += _column_lines(table, budget)
+    if cols > 200:
+        head.append("  " + _left(cols - 200, "columns"))
+
+    def sample(n: int) -> list[str]:
+        if rows <= 2 * n:
+            return ["rows:", df.to_string(max_cols=20, max_colwidth=40)]
+        return [
+            f"first {n} rows:",
+            df.head(n).to_string(max_cols=20, max_colwidth=40),
+            f"last {n} rows:",
+            df.tail(n).to_string(max_cols=20, max_colwidth=40, header=False),
+            _left(rows - 2 * n, "rows"),
+        ]
+
+    return _sampled(head, sample, budget)
+
+
+def _pandas_series(series: Any, budget: int) -> str:
+    size = len(series)
+    nulls = int(series.isna().sum())
+    span = _range(series)
+    head = [
+        f"pandas.Series {series.name!r}: {size:,} values, dtype {series.dtype}, {nulls:,} null"
+        + (f", range {span}" if span else "")
+    ]
+
+    def sample(n: int) -> list[str]:
+        if size <= 2 * n:
+            return [series.to_string(max_rows=2 * n)]
+        return [
+            series.head(n).to_string(),
+            "…",
+            series.tail(n).to_string(),
+            _left(size - 2 * n, "values"),
+        ]
+
+    return _sampled(head, sample, budget)
+
+
+def _polars_frame(df: Any, budget: int) -> str:
+    rows, cols = df.shape
+    nulls = df.null_count().row(0)
+    table = [
+        (str(name), str(dtype), f"{int(n):,} null", "")
+        for (name, dtype), n in zip(df.schema.items(), nulls, strict=False)
+    ]
+    head = [f"polars.DataFrame: {rows:,} rows, {cols:,} columns", "columns (dtype, nulls):"]
+    head += _column_lines(table, budget)
+
+    def sample(n: int) -> list[str]:
+        if rows <= 2 * n:
+            return ["rows:", str(df)]
+        return [f"first {n} rows:", str(df.head(n)), f"last {n} rows:", str(df.tail(n)),
+                _left(rows - 2 * n, "rows")]  # fmt: skip
+
+    return _sampled(head, sample, budget)
+
+
+def _polars_series(series: Any, budget: int) -> str:
+    size = len(series)
+    head = [f"polars.Series {series.name!r}: {size:,} values, dtype {series.dtype}, "
+            f"{series.null_count():,} null"]  # fmt: skip
+    return _sampled(head, lambda n: [str(series.head(n)), _left(size - n, "values")], budget)
+
+
+def _numpy_array(array: Any, budget: int) -> str:
+    numpy = sys.modules["numpy"]
+    line = f"numpy.ndarray: shape {array.shape}, dtype {array.dtype}"
+    if array.size and array.dtype.kind in "iufb":
+        with contextlib.suppress(Exception):  # e.g. NaN-free min of an odd dtype
+            line += f", range {_number(array.min())} … {_number(array.max())}"
+    edge = 3
+    values = numpy.array2string(array, threshold=2 * edge * 2, edgeitems=edge, max_line_width=100)
+    shown = 1
+    for dim in array.shape:
+        shown *= min(dim, 2 * edge)
+    parts = [line, values]
+    if array.size > 4 * edge:
+        parts.append(_left(array.size - shown, "values"))
+    return "\n".join(parts)
+
+
+def _exception(error: BaseException, budget: int) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+
+
+def _code(obj: Any, budget: int) -> str:
+    kind = "class" if isinstance(obj, type) else "function"
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
+    try:
+        signature = str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        signature = "(…)"
+    try:
+        source = inspect.getsource(obj)
+    except (OSError, TypeError):
+        source = ""
+    if source:
+        return f"{kind} {name}{signature}, source:\n{source.rstrip()}"
+    doc = inspect.getdoc(obj) or "(no docstring)"
+    return f"{kind} {name}{signature} (no source found)\n{doc}"
+
+
+def _collection(value: Any, budget: int) -> str:
+    size = len(value)
+    if size <= LONG_COLLECTION:
+        text = str(value)
+        if estimate_tokens(text) <= budget:
+            return text
+    items = iter(value.items()) if isinstance(value, dict) else iter(value)
+    shown: list[str] = []
+    used = 0
+    room = budget * CHARS_PER_TOKEN - 120
+    for item in items:
+        piece = f"{item[0]!r}: {item[1]!r}" if isinstance(value, dict) else repr(item)
+        piece = piece if len(piece) <= 200 else piece[:199] + "…"
+        if used + len(piece) + 2 > room:
+            break
+        shown.append(piece)
+        used += len(piece) + 2
+    what = "keys" if isinstance(value, dict) else "items"
+    head = f"{type(value).__name__} of {size:,} {what}, the first {len(shown):,}:"
+    return "\n".join([head, ", ".join(shown), _left(size - len(shown), what)])

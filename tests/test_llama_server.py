@@ -1,4 +1,5 @@
-"""The OpenAI-compatible backend against a real llama.cpp server (SmolLM2 on 127.0.0.1).
+"""The OpenAI-compatible backend against a real llama.cpp server (SmolLM2 on 127.0.0.1): the
+server xllamacpp's prebuilt wheel embeds, so nothing compiles.
 
 Nothing here asserts what the tiny model says, only the shape of what the user sees.
 """
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nbformat
@@ -30,16 +33,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# llama.cpp's own server, as xllamacpp (a prebuilt wheel) embeds it: started in a process of its
+# own, it serves until terminated.
+SERVE = """
+import sys, threading, xllamacpp
+params = xllamacpp.CommonParams()
+params.model.path, params.port, params.api_keys = sys.argv[1], int(sys.argv[2]), [sys.argv[3]]
+params.model_alias, params.n_ctx, params.n_parallel = {"smollm2"}, 512, 1
+server = xllamacpp.Server(params)
+print("listening on", server.listening_address, flush=True)
+threading.Event().wait()
+"""
+
+
 @pytest.fixture(scope="module")
 def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m llama_cpp.server`` serving SmolLM2 with a 512-token context and a key."""
+    """llama.cpp's server (xllamacpp's) serving SmolLM2 with a 512-token context and a key."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama") / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-             "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-             "--n_ctx", "512", "--api_key", KEY],
+            [sys.executable, "-c", SERVE, str(default_model_path()), str(port), KEY],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
@@ -123,3 +137,27 @@ def test_tokens_stream_from_llama_cpp(llama_url: str, keys: None, tmp_path: Path
         growing = [a for a in answers if a.strip()]
         assert len(set(growing)) >= 3, texts  # the answer grew on screen as tokens came
         assert all(len(b) >= len(a) for a, b in itertools.pairwise(growing))
+        state: dict[str, float] = {}
+
+        def interrupt(message: dict[str, Any]) -> None:
+            text = message["content"].get("data", {}).get("text/plain", "")
+            if len(text.split("\n\nllama:smollm2")[0]) > 40 and not state:
+                state["at"] = time.monotonic()
+                kernel.interrupt()
+
+        stopped = kernel.execute(
+            "%%amigo -m llama:smollm2 --max-tokens 400 --chat counting\n"
+            "Count from 1 to 300, one number per line.",
+            on_message=interrupt,
+        )
+        assert state
+        assert time.monotonic() - state["at"] < 1.5  # Stop closes the stream at once
+        assert stopped.reply["content"]["ename"] == "AnswerStopped"
+    db = sqlite3.connect(tmp_path / "amigo-home" / "history.db")
+    rows = db.execute(
+        "SELECT status, length(content) FROM turns"
+        " WHERE role = 'assistant' AND model = 'llama:smollm2' ORDER BY id"
+    ).fetchall()
+    db.close()
+    assert [status for status, _ in rows] == ["complete", "stopped"]
+    assert rows[1][1] > 40  # the stopped answer's text is kept

@@ -12,8 +12,10 @@ import builtins
 import keyword
 import os
 import re
+import sys
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from .session import ChatSession
 
 __all__ = [
+    "CellLog",
     "ErrorRecorder",
     "cell_id",
     "check_out_name",
@@ -53,15 +56,131 @@ class ErrorRecorder:
         error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
         if error is None or isinstance(error, self._ignore):
             return
-        tb = error.__traceback__
-        while tb is not None and _is_ipython_frame(tb.tb_frame.f_code.co_filename):
-            tb = tb.tb_next  # the user's traceback starts at their cell, not IPython's run_code
-        trace = "".join(traceback.format_exception(type(error), error, tb))
+        trace = _trace(error)  # the user's traceback starts at their cell, not IPython's run_code
         count = getattr(result, "execution_count", None)
         if count is not None:
             self.errors[count] = trace
         info = getattr(result, "info", None)
         self.last = (getattr(info, "raw_cell", "") or "", trace)
+
+
+RecentCell = tuple[int | None, str, tuple[str, ...]]  # (execution count, source, text outputs)
+
+
+class CellLog:
+    """The last ``keep`` cells run, each with its source and its text outputs (stdout, stderr,
+    displays' ``text/plain``, the result, the error), in memory and bounded, for ``--cells N``.
+
+    Fed by IPython's ``pre_run_cell`` / ``post_run_cell`` events: while a cell runs, its
+    ``sys.stdout``/``sys.stderr`` writes and the shell's displays are also noted (``%%capture``'s
+    way); both are put back when it ends.
+    """
+
+    def __init__(self, shell: Any, keep: int = 20, limit: int = 20_000) -> None:
+        self.cells: deque[RecentCell] = deque(maxlen=keep)
+        self.keep = keep
+        self._shell, self._limit = shell, limit
+        self._outputs: list[str] = []
+        self._displays: dict[str, int] = {}  # display id → its output's index (updates replace)
+        self._streams: tuple[Any, Any] | None = None
+        publisher = getattr(shell, "display_pub", None)
+        self._publish = getattr(publisher, "publish", None)
+        if publisher is not None and self._publish is not None:
+            publisher.publish = self._noted_publish
+
+    def recent(self, count: int) -> list[RecentCell]:
+        """The last ``count`` cells run before the one running now, oldest first."""
+        return list(self.cells)[-count:] if count > 0 else []
+
+    def pre_run_cell(self, info: Any) -> None:
+        self._outputs, self._displays = [], {}
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self._note), _Tee(sys.stderr, self._note)
+
+    def post_run_cell(self, result: Any) -> None:
+        if self._streams is not None:
+            for name, stream in zip(("stdout", "stderr"), self._streams, strict=True):
+                if isinstance(getattr(sys, name), _Tee):
+                    setattr(sys, name, stream)
+            self._streams = None
+        value = getattr(result, "result", None)
+        if value is not None:
+            self._note(f"result: {_repr(value)}\n")
+        error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+        if error is not None:
+            self._note(_trace(error))
+        info = getattr(result, "info", None)
+        source = getattr(info, "raw_cell", "") or ""
+        count = getattr(result, "execution_count", None)
+        self.cells.append((count, source[: self._limit], tuple(self._outputs)))
+        self._outputs, self._displays = [], {}
+
+    def close(self) -> None:
+        """Put the shell's display publisher back (the extension's unload)."""
+        publisher = getattr(self._shell, "display_pub", None)
+        if publisher is not None and publisher.__dict__.get("publish") == self._noted_publish:
+            del publisher.publish
+
+    def _note(self, text: str) -> None:
+        if sum(map(len, self._outputs)) < self._limit:
+            self._outputs.append(text)
+
+    def _noted_publish(self, data: Any = None, *args: Any, **kwargs: Any) -> Any:
+        try:
+            shown = _display_text(data)
+            display_id = (kwargs.get("transient") or {}).get("display_id")
+            if display_id in self._displays:  # an update: it replaces what that display showed
+                self._outputs[self._displays[display_id]] = shown
+            elif shown:
+                self._note(shown)
+                if display_id:
+                    self._displays[display_id] = len(self._outputs) - 1
+        except Exception:  # noting must never break a display
+            pass
+        assert self._publish is not None
+        return self._publish(data, *args, **kwargs)
+
+
+class _Tee:
+    """A stream that also hands every write to ``note``."""
+
+    def __init__(self, stream: Any, note: Callable[[str], None]) -> None:
+        self._stream, self._note_write = stream, note
+
+    def write(self, text: str) -> Any:
+        if isinstance(text, str):
+            self._note_write(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _display_text(data: Any) -> str:
+    if not isinstance(data, Mapping):
+        return ""
+    pictures = [mime for mime in data if str(mime).startswith("image/")]
+    text = data.get("text/plain")
+    shown = text if isinstance(text, str) else ""
+    if pictures:
+        shown = f"[a picture was shown: {', '.join(pictures)}] {shown}".rstrip()
+    return shown + "\n" if shown else ""
+
+
+def _repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as error:
+        return f"<repr failed: {type(error).__name__}>"
+    return text if len(text) <= 4000 else text[:4000] + f"… ({len(text) - 4000:,} more characters)"
+
+
+def _trace(error: BaseException) -> str:
+    """``error``'s traceback, starting at the user's cell (IPython's own frames skipped)."""
+    tb = error.__traceback__
+    while tb is not None and _is_ipython_frame(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
 
 
 def _is_ipython_frame(filename: str) -> bool:

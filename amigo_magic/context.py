@@ -20,7 +20,10 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from .history import Turn, window
+from .redact import scrub
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -28,6 +31,7 @@ __all__ = [
     "Preview",
     "build_messages",
     "estimate_tokens",
+    "recent_cells",
     "register",
     "summary",
     "view",
@@ -92,24 +96,60 @@ def bound(text: str, budget: int, keep: str = "head") -> str:
 
 
 def summary(filled: Sequence[Filled]) -> str | None:
-    """The status line's ``context: 2 objects · ~2.4k tokens`` (None when nothing was filled)."""
+    """The status line's ``context: 2 objects, 3 cells · ~2.4k tokens`` (None: nothing went)."""
     if not filled:
         return None
-    count = len(filled)
+    cells = sum(1 for f in filled if f.kind == "cell")
+    parts = [(len(filled) - cells, "object"), (cells, "cell")]
+    what = ", ".join(f"{n} {word}{'s' if n != 1 else ''}" for n, word in parts if n)
     tokens = sum(f.tokens for f in filled)
     shown = f"{tokens / 1000:.1f}k" if tokens >= 1000 else str(tokens)
-    return f"context: {count} object{'s' if count != 1 else ''} · ~{shown} tokens"
+    return f"context: {what} · ~{shown} tokens"
+
+
+def recent_cells(
+    cells: Sequence[tuple[int | None, str, Sequence[str]]], budget: int, secrets: Sequence[str]
+) -> tuple[str, list[Filled]]:
+    """The block ``--cells N`` puts before the prompt: each cell's source and text output
+    (``In [3]:`` / ``Out [3]:``), the budget shared between them, the secrets scrubbed out."""
+    if not cells:
+        return "", []
+    share = max(budget // len(cells), MIN_BUDGET)
+    blocks: list[str] = []
+    filled: list[Filled] = []
+    for count, source, outputs in cells:
+        label = str(count) if count is not None else "?"
+        shown = "".join(outputs).rstrip() or "(no output)"
+        text = f"In [{label}]:\n{bound(source.rstrip(), share // 2)}\n"
+        text += f"Out [{label}]:\n{bound(shown, share - estimate_tokens(text), keep='tail')}"
+        text = scrub(text, [s for s in secrets if s])
+        blocks.append(text)
+        filled.append(Filled(f"In [{label}]", "cell", estimate_tokens(text)))
+    many = f"{len(cells)} cells" if len(cells) != 1 else "cell"
+    head = f"The notebook's last {many} before this one, with their output:\n\n"
+    return head + "\n\n".join(blocks) + "\n\n---\n\n", filled
 
 
 # -- the one message builder, and what --dry-run shows ------------------------------------------
 
 
-def build_messages(
-    system: str | None, earlier: Sequence[Mapping[str, str]], prompt: str
-) -> list[dict[str, str]]:
-    """The request's messages: the system message, the earlier exchanges, the prompt."""
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [dict(message) for message in earlier]
+class Asking(Protocol):
+    """What the builder reads of a request's options (the session's ``AskOptions``)."""
+
+    @property
+    def system(self) -> str | None: ...
+    @property
+    def use_history(self) -> bool: ...
+    @property
+    def max_history(self) -> int: ...
+
+
+def build_messages(prompt: str, earlier: Sequence[Turn], options: Asking) -> list[dict[str, str]]:
+    """The request's messages: the system message, the window of ``earlier`` turns (with
+    history on), the prompt — for a cell, the panel and ``--dry-run`` alike."""
+    messages = [{"role": "system", "content": options.system}] if options.system else []
+    if options.use_history:
+        messages += window(earlier, options.max_history)
     messages.append({"role": "user", "content": prompt})
     return messages
 

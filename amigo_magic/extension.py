@@ -40,6 +40,8 @@ def load(shell: InteractiveShell) -> None:
     magics = AmigoMagics(shell=shell)
     shell.register_magics(magics)
     shell.events.register("post_run_cell", magics.recorder.post_run_cell)
+    shell.events.register("pre_run_cell", magics.cell_log.pre_run_cell)  # --cells N
+    shell.events.register("post_run_cell", magics.cell_log.post_run_cell)
     shell.user_ns.setdefault("Err", magics.recorder.errors)
     register_session(shell, lambda: magics.session)
     _loaded[id(shell)] = magics
@@ -52,6 +54,9 @@ def unload(shell: InteractiveShell) -> None:
         return
     unregister_session(shell)
     shell.events.unregister("post_run_cell", magics.recorder.post_run_cell)
+    shell.events.unregister("pre_run_cell", magics.cell_log.pre_run_cell)
+    shell.events.unregister("post_run_cell", magics.cell_log.post_run_cell)
+    magics.cell_log.close()
     manager = shell.magics_manager
     for kind, names in AmigoMagics.magics.items():
         for name in names:

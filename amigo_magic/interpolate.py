@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .context import DEFAULT_BUDGET, Filled, estimate_tokens, view
+from .context import DEFAULT_BUDGET, Filled, estimate_tokens, recent_cells, summary, view
 from .errors import ConfigError
 from .redact import scrub
 
-__all__ = ["interpolate", "without_lone_surrogates"]
+__all__ = ["fill", "interpolate", "without_lone_surrogates"]
 
 _FIELD = re.compile(
     r"(?P<escaped>\{\{[^{}\n]*\}\})"  # {{...}} is left alone: the way to write literal braces
@@ -30,6 +30,22 @@ _FIELD = re.compile(
     r"(?P<access>(?:\[\s*(?:-?\d+|'[^'\\\n]*'|\"[^\"\\\n]*\")\s*\]|\.[A-Za-z_]\w*)*)\}"
 )
 _STEP = re.compile(r"\[\s*(-?\d+|'[^'\\\n]*'|\"[^\"\\\n]*\")\s*\]|\.([A-Za-z_]\w*)")
+
+
+def fill(
+    text: str,
+    namespace: Mapping[str, Any] | None,
+    secrets: Sequence[str],
+    budget: int,
+    cells: Sequence[tuple[int | None, str, Sequence[str]]] = (),
+) -> tuple[str, str | None]:
+    """The prompt as sent, and what context went with it (the status line's summary): its
+    fields filled in (unless ``namespace`` is None), the ``cells`` (``--cells N``) before it."""
+    filled: list[Filled] = []
+    if namespace is not None:
+        text = interpolate(text, namespace, secrets, budget=budget, filled=filled)
+    block, cell_views = recent_cells(cells, budget, secrets)
+    return block + text, summary(cell_views + filled)
 
 
 def interpolate(

@@ -26,7 +26,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Dict, Enum, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Config
 
-from .cells import ErrorRecorder, cell_id, check_out_name, notebook_identity
+from .cells import CellLog, ErrorRecorder, cell_id, check_out_name, notebook_identity
 from .config import DEFAULT_IMAGE_MODEL, FORMATS, Preferences, Secret, Timeouts
 from .errors import AnswerFormatError, AnswerStopped, ConfigError
 
@@ -92,6 +92,7 @@ class AmigoMagics(Magics):
     def __init__(self, shell: InteractiveShell, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.recorder = ErrorRecorder(ignore=(AnswerStopped,))  # Err[n] and %amigo fix
+        self.cell_log = CellLog(shell)  # --cells N
         self.notebook_model: str | None = None  # %amigo use
         self.key: Secret | None = None  # %amigo key: memory only
         self._session: ChatSession | None = None
@@ -187,6 +188,7 @@ class AmigoMagics(Magics):
     @argument("--no-interpolate", action="store_true", help="send {braces} as written")
     @argument("-o", "--out", help="also store the answer text in this variable")
     @argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    @argument("--cells", type=int, metavar="N", help="send the last N cells and their output too")
     @no_var_expand
     @line_cell_magic
     def amigo(self, line: str, cell: str | None = None) -> Any:
@@ -209,6 +211,9 @@ class AmigoMagics(Magics):
             %%amigo -f code -o snippet
             Write a pandas one-liner that counts rows per country.
 
+            %%amigo --cells 2 --dry-run
+            Why does the second cell fail? {df}
+
         As a line magic it manages things: ``%amigo models | use MODEL | history | chats |
         reset | fix | config | key | help | version`` (``%amigo help`` says more).
         """
@@ -219,7 +224,11 @@ class AmigoMagics(Magics):
         args = self.parse(self.amigo, line, "%%amigo")
         if args.out is not None:
             check_out_name(args.out, self.shell)  # before any request
-        prompt = self.session.prompt(cell, None if args.no_interpolate else self.namespace())
+        if args.cells is not None and not 1 <= args.cells <= self.cell_log.keep:
+            raise UsageError(f"--cells takes 1 to {self.cell_log.keep} (the cells kept in memory).")
+        recent = self.cell_log.recent(args.cells or 0)
+        namespace = None if args.no_interpolate else self.namespace()
+        prompt = self.session.prompt(cell, namespace, recent)
         prompt = prompt.rstrip().lstrip("\r\n")  # blank lines around it are noise; indents are not
         if not prompt:
             raise ConfigError("The cell is empty: write your question below the %%amigo line.")

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,22 +30,16 @@ from .config import (
     Settings,
     endpoints_from,
 )
-from .context import Filled, Preview, build_messages, summary
+from .context import Preview, build_messages
 from .errors import ConfigError
-from .history import ChatSummary, HistoryStore, Turn, window
+from .history import ChatSummary, HistoryStore, Turn
 from .pacer import follow, follow_async
 from .pictures import MAX_PICTURES, PictureFetcher
 from .protocol import ChatParams, Finish, Progress, StreamWarning, TextDelta, Usage
 from .routing import Target, resolve_target
 from .runner import Runner
 
-__all__ = [
-    "FORMAT_HINTS",
-    "AskOptions",
-    "ChatSession",
-    "ExportReport",
-    "stop_background",
-]
+__all__ = ["FORMAT_HINTS", "AskOptions", "ChatSession", "ExportReport", "stop_background"]
 
 log = logging.getLogger("amigo_magic.session")
 
@@ -179,18 +173,18 @@ class ChatSession:
             cell_id=cell_id,
         )
 
-    def prompt(self, text: str, namespace: Mapping[str, Any] | None = None) -> str:
-        """``text`` as it is sent: ``{name}`` fields filled from ``namespace`` (when given),
+    def prompt(
+        self, text: str, namespace: Mapping[str, Any] | None = None, cells: Sequence[Any] = ()
+    ) -> str:
+        """``text`` as it is sent: ``{name}`` fields filled from ``namespace`` (when given) and
+        the ``cells`` (``--cells N``) before it, each as its view within the context budget,
         never with a secret the session knows, and made valid Unicode."""
-        filled: list[Filled] = []
-        if namespace is not None:
-            from .interpolate import interpolate
+        from .interpolate import fill
 
-            prefs = self.preferences()
-            secrets = prefs.secrets(self._env)
-            text = interpolate(text, namespace, secrets, budget=prefs.context_budget, filled=filled)
+        prefs = self.preferences()
+        text, context = fill(text, namespace, prefs.secrets(self._env), prefs.context_budget, cells)
         text = self.clean(text, "prompt")
-        self._context = (text.strip(), summary(filled))  # the status line says what went
+        self._context = (text.strip(), context)  # the status line says what went
         return text
 
     def clean(self, text: str, what: str) -> str:
@@ -239,7 +233,7 @@ class ChatSession:
         else:
             earlier = self.store.load(notebook, options.chat, limit=window_size)
             unsaved = self.store.add(notebook, options.chat, asked)
-        messages = self._messages(prompt, options, earlier)
+        messages = build_messages(prompt, earlier, options)
         context = self._context[1] if self._context[0] == prompt.strip() else None
         answer = Answer(
             model=target.label, chat=options.chat, secrets=settings.known_secrets(), context=context
@@ -259,13 +253,7 @@ class ChatSession:
         if options.cell_id:  # a re-run cell replaces its earlier exchange
             earlier = [turn for turn in earlier if turn.cell_id != options.cell_id]
         context = self._context[1] if self._context[0] == prompt.strip() else None
-        return Preview(target.label, tuple(self._messages(prompt, options, earlier)), context)
-
-    def _messages(
-        self, prompt: str, options: AskOptions, earlier: list[Turn]
-    ) -> list[dict[str, str]]:
-        shared = window(earlier, options.max_history) if options.use_history else []
-        return build_messages(options.system, shared, prompt)
+        return Preview(target.label, tuple(build_messages(prompt, earlier, options)), context)
 
     def _chat_target(self, options: AskOptions, settings: Settings) -> Target:
         target = resolve_target(options.model, settings)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from IPython.core.error import UsageError
 
 from amigo_magic import context
 from amigo_magic.context import Filled, Preview, estimate_tokens, register, summary, view
@@ -410,3 +411,67 @@ def test_context_budget_is_a_setting_checked_when_set(
         ip.config.AmigoMagics.pop("context_budget", None)
         ip.run_cell("%config AmigoMagics.context_budget = 2000")
         ip.config.AmigoMagics.pop("context_budget", None)
+
+
+# -- --cells N --------------------------------------------------------------------------------
+
+
+def test_cells_sends_the_sources_and_outputs_of_the_cells_before(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell("print('not this one')")
+    ip.run_cell("print('from the first'); total = 41 + 1; total")
+    ip.run_cell_quietly("{}['missing']")
+    preview = ip.run_cell("%%amigo --cells 2 --dry-run\nWhat went wrong?").result
+    sent = preview.messages[-1]["content"]
+    assert sent.startswith("The notebook's last 2 cells before this one, with their output:")
+    assert "print('from the first'); total = 41 + 1; total" in sent
+    assert "from the first\n" in sent
+    assert "result: 42" in sent
+    assert "{}['missing']" in sent
+    assert "KeyError: 'missing'" in sent
+    assert "not this one" not in sent
+    assert sent.endswith("---\n\nWhat went wrong?")
+    assert "context: 2 cells · ~" in str(preview).splitlines()[0]
+    with pytest.raises(UsageError, match=r"--cells takes 1 to 20"):
+        ip.run_cell("%%amigo --cells 0\nhi")
+
+
+def test_cells_keeps_a_displays_last_text_and_names_pictures(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell(
+        "from IPython.display import display\n"
+        "h = display({'text/plain': 'loading…'}, raw=True, display_id=True)\n"
+        "h.update({'text/plain': 'loaded 3 files'}, raw=True)\n"
+        "display({'image/png': 'iVBORw0KGgo=', 'text/plain': '<Figure>'}, raw=True)"
+    )
+    ip.run_cell("%%amigo --cells 1 --dry-run\nok?")
+    preview = ip.run_cell("%%amigo --cells 2 --dry-run\nok?").result
+    sent = preview.messages[-1]["content"]
+    assert "loaded 3 files" in sent
+    assert "loading…\n" not in sent  # the display's first text, replaced by its update
+    assert "[a picture was shown: image/png] <Figure>" in sent
+    assert "Dry run, nothing sent" in sent  # a dry run's own preview is that cell's output
+
+
+def test_a_secret_printed_in_a_cell_is_not_sent(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMIGO_API_KEY", "sk-cell-secret-987654")
+    ip.run_cell("import os; print(os.environ['AMIGO_API_KEY'])")
+    preview = ip.run_cell("%%amigo --cells 1 --dry-run\nok?").result
+    assert "sk-cell-secret" not in str(preview)
+    assert "***" in preview.messages[-1]["content"]
+
+
+def test_the_streams_and_the_publisher_are_put_back() -> None:
+    shell = TestingShell.instance()
+    pub = Recorder()
+    shell.display_pub = pub
+    shell.run_cell("%load_ext amigo_magic")
+    assert "publish" in pub.__dict__
+    shell.run_cell("x = 1")
+    assert type(sys.stdout).__name__ != "_Tee"
+    shell.run_cell("%unload_ext amigo_magic")
+    assert "publish" not in pub.__dict__

@@ -89,3 +89,30 @@ def test_dry_run_sends_nothing_and_shows_what_would_go(wired: AmigoServer, tmp_p
     assert "Answer in one line." in text
     assert "How many rows has pandas.DataFrame: 10,000 rows, 5 columns" in text
     assert nb.cells[3].outputs[0].data["text/plain"] == "Chat 'default' is empty."  # nothing kept
+
+
+def test_cells_2_sends_the_two_previous_cells_and_their_outputs(
+    wired: AmigoServer, tmp_path: Path
+) -> None:
+    wired.enqueue(Reply.stream(chunks=["The mean is 2."]))
+    nb = notebook(
+        "%load_ext amigo_magic",
+        "print('too early')",
+        "values = [1, 2, 3]\nprint('loaded', len(values))\nsum(values) / len(values)",
+        "from IPython.display import display\ndisplay({'text/plain': 'a summary table'}, raw=True)"
+        "\nvalues[10]",
+        "%%amigo --cells 2\nWhy does the last cell fail?",
+    )
+    execute(nb, tmp_path, allow_errors=True)
+    (chat,) = chats(wired)
+    sent = chat["messages"][-1]["content"]
+    assert sent.startswith("The notebook's last 2 cells before this one, with their output:")
+    assert "In [3]:\nvalues = [1, 2, 3]\nprint('loaded', len(values))" in sent
+    assert "Out [3]:\nloaded 3\nresult: 2.0" in sent
+    assert "In [4]:\nfrom IPython.display import display" in sent
+    assert "a summary table" in sent
+    assert "IndexError: list index out of range" in sent
+    assert "too early" not in sent
+    assert sent.endswith("Why does the last cell fail?")
+    status = nb.cells[4].outputs[0].data["text/plain"].splitlines()[-1]
+    assert "context: 2 cells · ~" in status

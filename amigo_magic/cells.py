@@ -81,8 +81,10 @@ class CellLog:
         self.keep = keep
         self._shell, self._limit = shell, limit
         self._outputs: list[str] = []
+        self._noted = 0  # characters in _outputs
         self._displays: dict[str, int] = {}  # display id → its output's index (updates replace)
         self._streams: tuple[Any, Any] | None = None
+        self._depth = 0  # a cell that runs cells (run_cell inside a cell) installs the tees once
         publisher = getattr(shell, "display_pub", None)
         self._publish = getattr(publisher, "publish", None)
         if publisher is not None and self._publish is not None:
@@ -93,12 +95,16 @@ class CellLog:
         return list(self.cells)[-count:] if count > 0 else []
 
     def pre_run_cell(self, info: Any) -> None:
-        self._outputs, self._displays = [], {}
+        self._depth += 1
+        if self._depth > 1:
+            return
+        self._outputs, self._noted, self._displays = [], 0, {}
         self._streams = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = _Tee(sys.stdout, self._note), _Tee(sys.stderr, self._note)
 
     def post_run_cell(self, result: Any) -> None:
-        if self._streams is not None:
+        self._depth = max(self._depth - 1, 0)
+        if self._depth == 0 and self._streams is not None:
             for name, stream in zip(("stdout", "stderr"), self._streams, strict=True):
                 if isinstance(getattr(sys, name), _Tee):
                     setattr(sys, name, stream)
@@ -113,7 +119,8 @@ class CellLog:
         source = getattr(info, "raw_cell", "") or ""
         count = getattr(result, "execution_count", None)
         self.cells.append((count, source[: self._limit], tuple(self._outputs)))
-        self._outputs, self._displays = [], {}
+        if self._depth == 0:
+            self._outputs, self._noted, self._displays = [], 0, {}
 
     def close(self) -> None:
         """Put the shell's display publisher back (the extension's unload)."""
@@ -122,8 +129,9 @@ class CellLog:
             del publisher.publish
 
     def _note(self, text: str) -> None:
-        if sum(map(len, self._outputs)) < self._limit:
-            self._outputs.append(text)
+        if self._noted < self._limit:
+            self._outputs.append(text[: self._limit - self._noted])
+            self._noted += len(self._outputs[-1])
 
     def _noted_publish(self, data: Any = None, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -196,7 +196,10 @@ class AmigoMagics(Magics):
 
         As a cell magic the cell body is the prompt. ``{name}``, ``{name[3]}`` and
         ``{name.attr}`` are filled in from your variables (``In``, ``Out`` and ``Err`` too:
-        ``{Err[7]}`` is the traceback of cell 7); every other brace is sent as written.
+        ``{Err[7]}`` is the traceback of cell 7), each as a view that fits
+        ``AmigoMagics.context_budget`` (a DataFrame: shape, dtypes, nulls, ranges, a sample);
+        every other brace is sent as written. ``--cells N`` sends the N cells before this one
+        with their output; ``--dry-run`` shows what would be sent and sends nothing.
         Each cell continues the notebook's conversation (or the ``--chat`` one).
 
         Examples::

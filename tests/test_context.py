@@ -475,3 +475,17 @@ def test_the_streams_and_the_publisher_are_put_back() -> None:
     assert type(sys.stdout).__name__ != "_Tee"
     shell.run_cell("%unload_ext amigo_magic")
     assert "publish" not in pub.__dict__
+
+
+def test_a_cell_that_runs_a_cell_leaves_the_streams_as_they_were(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    before = sys.stdout
+    ip.run_cell("get_ipython().run_cell('print(\"inner\")')\nprint('outer')")
+    assert sys.stdout is before
+    ip.run_cell("print('x' * 50_000)")
+    preview = ip.run_cell("%%amigo --cells 2 --dry-run\nok?").result
+    sent = preview.messages[-1]["content"]
+    assert "inner\n" in sent
+    assert "outer\n" in sent
+    assert estimate_tokens(sent) <= 2000 + 20

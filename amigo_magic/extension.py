@@ -4,7 +4,9 @@ Nothing heavy is imported here: the session and the HTTP stack load on first use
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .cells import register_session, unregister_session
@@ -45,6 +47,29 @@ def load(shell: InteractiveShell) -> None:
     shell.user_ns.setdefault("Err", magics.recorder.errors)
     register_session(shell, lambda: magics.session)
     _loaded[id(shell)] = magics
+    _warm_up_after_this_cell(shell)
+
+
+def _warm_up_after_this_cell(shell: InteractiveShell) -> None:
+    """Once the cell that loaded the extension has finished, warm up (the HTTP stack, the loop
+    thread: :func:`~amigo_magic.session.warm_up`) on a daemon thread, so that the first
+    ``%%amigo`` finds it ready. ``%load_ext`` itself stays light, and no cell ever waits for it."""
+
+    def start(result: Any = None) -> None:
+        shell.events.unregister("post_run_cell", start)
+        if id(shell) in _loaded:  # not unloaded in the same cell
+            threading.Thread(target=_warm_up, name="amigo-warm-up", daemon=True).start()
+
+    shell.events.register("post_run_cell", start)
+
+
+def _warm_up() -> None:
+    try:
+        from .session import warm_up
+
+        warm_up()
+    except Exception:  # a head start only: the first answer does it, and reports any error
+        logging.getLogger("amigo_magic").debug("warm-up failed", exc_info=True)
 
 
 def unload(shell: InteractiveShell) -> None:

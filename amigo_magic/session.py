@@ -38,6 +38,7 @@ from .pictures import MAX_PICTURES, PictureFetcher
 from .protocol import ChatParams, Finish, Progress, StreamWarning, TextDelta, Usage
 from .routing import Target, resolve_target
 from .runner import Runner
+from .warmup import warm_up as warm_up  # the extension's head start for the first answer
 
 __all__ = ["FORMAT_HINTS", "AskOptions", "ChatSession", "ExportReport", "stop_background"]
 

@@ -166,7 +166,14 @@ def test_format_code_puts_the_code_in_the_next_cell(kernel: Kernel, server: Amig
     assert payload["replace"] is False
 
 
-def test_load_ext_imports_nothing_heavy(kernel: Kernel) -> None:
+def test_load_ext_imports_nothing_heavy(tmp_path: Path) -> None:
+    # Checked in the cell that loads: once it has finished, the warm-up imports the HTTP stack
+    # in the background on purpose (tests/test_warm_up.py).
     heavy = ("httpx", "ipywidgets", "markdown_it", "nh3", "amigo_magic.session")
-    run = kernel.execute(f"import sys; print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    with running_kernel(str(tmp_path)) as kernel:
+        run = kernel.execute(
+            "%load_ext amigo_magic\n"
+            f"import sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+        )
+    assert run.status == "ok"
     assert run.stream_text.strip() == "[]"

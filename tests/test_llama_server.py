@@ -36,7 +36,9 @@ def free_port() -> int:
 # llama.cpp's own server, as xllamacpp (a prebuilt wheel) embeds it: started in a process of its
 # own, it serves until terminated.
 SERVE = """
-import sys, threading, xllamacpp
+import os, sys, threading
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the local backend does
+import xllamacpp
 params = xllamacpp.CommonParams()
 params.model.path, params.port, params.api_keys = sys.argv[1], int(sys.argv[2]), [sys.argv[3]]
 params.model_alias, params.n_ctx, params.n_parallel = {"smollm2"}, 512, 1

@@ -1,0 +1,28 @@
+"""A head start for the first answer of a kernel: :func:`warm_up` does ahead of time what that
+answer would otherwise wait for. The extension runs it on a daemon thread of its own once the cell
+that ran ``%load_ext`` has finished, so ``%load_ext`` stays light and no cell waits for it; the
+session layer exports it. Whatever it did not get to, the first answer does."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["warm_up"]
+
+
+def warm_up() -> None:
+    """Import the HTTP stack and the renderer's markdown and sanitiser, start the loop thread and
+    build the TLS context on it, and import the local model's library when ``AMIGO_MODEL`` is
+    ``local`` (only then: it is large)."""
+    from . import sanitize  # noqa: F401  (markdown-it and nh3, for the first render)
+    from .client import default_ssl_context
+    from .runner import get_runner
+
+    async def on_the_loop() -> None:
+        default_ssl_context()
+
+    get_runner().call(on_the_loop(), 30)
+    if os.environ.get("AMIGO_MODEL", "").strip() == "local":
+        from .backends.local import import_binding
+
+        import_binding()

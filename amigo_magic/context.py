@@ -126,7 +126,8 @@ def recent_cells(
         blocks.append(text)
         filled.append(Filled(f"In [{label}]", "cell", estimate_tokens(text)))
     many = f"{len(cells)} cells" if len(cells) != 1 else "cell"
-    head = f"The notebook's last {many} before this one, with their output:\n\n"
+    their = "their" if len(cells) != 1 else "its"
+    head = f"The notebook's last {many} before this one, with {their} output:\n\n"
     return head + "\n\n".join(blocks) + "\n\n---\n\n", filled
 
 

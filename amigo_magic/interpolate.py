@@ -97,6 +97,10 @@ def interpolate(
                 "--no-interpolate to send braces as written."
             ) from None
         shown = scrub(shown, known) if known else shown
+        if kind != "text" and "\n" in shown:  # a table on lines of its own, not after "Sum up "
+            before, after = text[match.start() - 1 : match.start()], text[match.end() :][:1]
+            shown = ("\n" if before not in ("", "\n") else "") + shown
+            shown += "\n" if after not in ("", "\n") else ""
         if filled is not None:
             filled.append(Filled(match.group(0), kind, estimate_tokens(shown)))
         return shown

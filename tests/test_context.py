@@ -303,8 +303,8 @@ def test_interpolation_fills_views_and_reports_them() -> None:
     out = interpolate(
         "Look at {df} and {Err[7]}", {"df": frame(100), "Err": {7: "Traceback…"}}, filled=filled
     )
-    assert "100 rows, 5 columns" in out
-    assert out.endswith("and Traceback…")
+    assert out.startswith("Look at \npandas.DataFrame: 100 rows, 5 columns")  # on its own lines
+    assert out.endswith("… 90 more rows\n and Traceback…")
     assert [(f.field, f.kind) for f in filled] == [("{df}", "dataframe"), ("{Err[7]}", "text")]
     assert summary(filled) == f"context: 2 objects · ~{sum(f.tokens for f in filled)} tokens"
     assert summary([Filled("{x}", "value", 2400)]) == "context: 1 object · ~2.4k tokens"
@@ -431,6 +431,8 @@ def test_cells_sends_the_sources_and_outputs_of_the_cells_before(
     assert "{}['missing']" in sent
     assert "KeyError: 'missing'" in sent
     assert "not this one" not in sent
+    one = ip.run_cell("%%amigo --cells 1 --dry-run\nok?").result.messages[-1]["content"]
+    assert one.startswith("The notebook's last cell before this one, with its output:")
     assert sent.endswith("---\n\nWhat went wrong?")
     assert "context: 2 cells · ~" in str(preview).splitlines()[0]
     with pytest.raises(UsageError, match=r"--cells takes 1 to 20"):

@@ -87,7 +87,7 @@ def test_dry_run_sends_nothing_and_shows_what_would_go(wired: AmigoServer, tmp_p
     assert "tokens (estimated) · context: 1 object" in text.splitlines()[0]
     assert "── system · ~" in text
     assert "Answer in one line." in text
-    assert "How many rows has pandas.DataFrame: 10,000 rows, 5 columns" in text
+    assert "How many rows has \npandas.DataFrame: 10,000 rows, 5 columns" in text
     assert nb.cells[3].outputs[0].data["text/plain"] == "Chat 'default' is empty."  # nothing kept
 
 

@@ -4,6 +4,7 @@ Nothing heavy is imported here: the session and the HTTP stack load on first use
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -16,7 +17,7 @@ from .magics import AmigoMagics
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
-__all__ = ["current", "load", "unload"]
+__all__ = ["current", "load", "nest_asyncio_run", "unload"]
 
 _loaded: dict[int, AmigoMagics] = {}
 
@@ -48,6 +49,8 @@ def load(shell: InteractiveShell) -> None:
     register_session(shell, lambda: magics.session)
     _loaded[id(shell)] = magics
     _warm_up_after_this_cell(shell)
+    nest_asyncio_run(magics.nested_asyncio)
+    magics.observe(lambda change: nest_asyncio_run(change["new"]), names="nested_asyncio")
 
 
 def _warm_up_after_this_cell(shell: InteractiveShell) -> None:
@@ -72,11 +75,60 @@ def _warm_up() -> None:
         logging.getLogger("amigo_magic").debug("warm-up failed", exc_info=True)
 
 
+_plain_run = asyncio.run
+
+
+def nest_asyncio_run(enabled: bool) -> None:
+    """Make ``asyncio.run`` work where a loop already runs (a notebook cell: the kernel's), or
+    undo it. Only that call changes, and only where it would raise: the coroutine runs on a new
+    loop in a helper thread while the cell waits (interruptible: Stop cancels it). The kernel's
+    loop, asyncio's tasks and the magics' own loop thread stay as they are (nest_asyncio would
+    patch all three)."""
+    asyncio.run = _nested_run if enabled else _plain_run
+
+
+def _nested_run(main: Any, **kwargs: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _plain_run(main, **kwargs)  # no loop here: the usual asyncio.run
+    if not asyncio.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def tracked() -> Any:
+        box["task"], box["loop"] = asyncio.current_task(), asyncio.get_running_loop()
+        started.set()
+        return await main
+
+    def target() -> None:
+        try:
+            box["value"] = _plain_run(tracked(), **kwargs)
+        except BaseException as error:  # handed to the waiting cell
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="asyncio.run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.05)  # short slices: an interrupt reaches the cell at once
+    except KeyboardInterrupt:
+        if started.wait(1):
+            box["loop"].call_soon_threadsafe(box["task"].cancel)
+        thread.join(5)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def unload(shell: InteractiveShell) -> None:
     """Undo everything :func:`load` did and stop the background loop."""
     magics = _loaded.pop(id(shell), None)
     if magics is None:
         return
+    nest_asyncio_run(False)
     unregister_session(shell)
     shell.events.unregister("post_run_cell", magics.recorder.post_run_cell)
     shell.events.unregister("pre_run_cell", magics.cell_log.pre_run_cell)

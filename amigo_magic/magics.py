@@ -23,7 +23,7 @@ from IPython.core.magic import (
     no_var_expand,
 )
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Dict, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Config
 
 from .cells import CellLog, ErrorRecorder, cell_id, check_out_name, notebook_identity
@@ -86,6 +86,10 @@ class AmigoMagics(Magics):
     local_model_path = Unicode(
         "", help="GGUF file for --model local. Empty: $AMIGO_LOCAL_MODEL, else SmolLM2-135M."
     ).tag(config=True)
+    nested_asyncio = Bool(
+        True, help="asyncio.run() in a cell (where the kernel's loop runs) runs the coroutine on "
+        "a loop of its own in a helper thread. False: it raises, as in plain IPython."
+    ).tag(config=True)  # fmt: skip
 
     shell: InteractiveShell  # always given: the extension passes it
 

@@ -11,15 +11,21 @@ __all__ = ["warm_up"]
 
 
 def warm_up() -> None:
-    """Import the HTTP stack and the renderer's markdown and sanitiser, start the loop thread and
-    build the TLS context on it, and import the local model's library when ``AMIGO_MODEL`` is
-    ``local`` (only then: it is large)."""
-    from . import sanitize  # noqa: F401  (markdown-it and nh3, for the first render)
+    """Import the HTTP stack, the store, the renderer and its markdown and sanitiser; start the
+    loop thread and build on it the TLS context, a transport (httpcore, h11) and anyio's asyncio
+    backend; import the local model's library when ``AMIGO_MODEL`` is ``local`` (only then: it
+    is large). Nothing is sent anywhere."""
+    from . import interpolate, render, sanitize, store  # noqa: F401
+    from .backends import amigo, openai  # noqa: F401
     from .client import default_ssl_context
     from .runner import get_runner
 
     async def on_the_loop() -> None:
-        default_ssl_context()
+        import anyio.lowlevel
+        import httpx
+
+        await httpx.AsyncHTTPTransport(verify=default_ssl_context()).aclose()
+        await anyio.lowlevel.checkpoint()  # loads anyio's asyncio backend (httpcore's sockets)
 
     get_runner().call(on_the_loop(), 30)
     if os.environ.get("AMIGO_MODEL", "").strip() == "local":

@@ -1,9 +1,9 @@
 """Execute notebooks/quickstart.ipynb headless and save it with its outputs — offline.
 
 The notebook's default model is the embedded one (``AMIGO_MODEL=local``: SmolLM2-135M-Instruct
-through llama.cpp's prebuilt xllamacpp binding, in the kernel). Cells that name an AmigoChat model or draw a picture
-talk to the bundled stand-in AmigoChat server (tests/amigo_server.py), which speaks the real
-protocol on 127.0.0.1 and echoes the prompt: no network, no key.
+through llama.cpp's prebuilt xllamacpp binding, in the kernel). Cells that name an AmigoChat
+model or draw a picture talk to the bundled stand-in AmigoChat server (tests/amigo_server.py),
+which speaks the real protocol on 127.0.0.1 and echoes the prompt: no network, no key.
 """
 
 from __future__ import annotations

@@ -69,11 +69,12 @@ def test_interrupt_stops_the_local_model_and_history_keeps_it(kernel: Kernel) ->
             kernel.interrupt()
 
     run = kernel.execute(
-        "%%amigo --model local --max-tokens 1500 --chat counting\n"
+        "%%amigo --model local --max-tokens 1500 --chat counting -t 0\n"
         "Count from 1 to 400, one number per line.",
         on_message=interrupt,
     )
-    assert state
+    shown = [m["content"].get("data", {}).get("text/plain", "") for m in run.displays]
+    assert state, f"never saw 40 characters of the answer ({run.status}): {shown[-1:]!r}"
     stopped_after = time.monotonic() - state["at"]
     assert stopped_after < 1.5, stopped_after  # Stop ends the answer at once, not at max-tokens
     assert run.status == "error"

@@ -1,4 +1,6 @@
-"""Shared fixtures: an isolated environment and home for every test, and the loopback server."""
+"""Shared fixtures: an isolated environment and home for every test, the loopback server, and
+the extension loaded in the in-process shell (``ip``) or in a real kernel (``kernel``) against it.
+A test module that needs more of either defines its own fixture of that name."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.amigo_server import AmigoServer
+from tests.kernel import Kernel, running_kernel
+from tests.shell import Recorder, TestingShell
 
 _LEAKY = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -35,3 +39,32 @@ def server(_shared_server: AmigoServer) -> Iterator[AmigoServer]:
     _shared_server.reset()
     yield _shared_server
     _shared_server.reset()
+
+
+@pytest.fixture
+def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
+    """The shared in-process shell with the extension loaded against the loopback server; the
+    variables a test made are gone after it (the shell is shared by the whole run)."""
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    shell = TestingShell.instance()
+    shell.display_pub = Recorder()
+    before = set(shell.user_ns)
+    shell.run_cell("%load_ext amigo_magic")
+    try:
+        yield shell
+    finally:
+        shell.run_cell("%unload_ext amigo_magic")
+        for name in set(shell.user_ns) - before:
+            if not name.startswith("_"):  # IPython's own history names stay IPython's
+                shell.user_ns.pop(name, None)
+
+
+@pytest.fixture
+def kernel(
+    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Kernel]:
+    """A real ipykernel with the extension loaded against the loopback server."""
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    with running_kernel(str(tmp_path)) as k:
+        assert k.execute("%load_ext amigo_magic").status == "ok"
+        yield k

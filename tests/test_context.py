@@ -7,7 +7,6 @@ import logging
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -338,17 +337,6 @@ def test_a_preview_shows_every_message_and_its_estimate() -> None:
 
 
 # -- the magics: --dry-run and the status line ------------------------------------------------
-
-
-@pytest.fixture
-def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    shell = TestingShell.instance()
-    shell.display_pub = Recorder()
-    shell.run_cell("%load_ext amigo_magic")
-    yield shell
-    shell.run_cell("%unload_ext amigo_magic")
-    shell.user_ns.pop("df", None)
 
 
 def chats(server: AmigoServer) -> list[Any]:

@@ -6,7 +6,6 @@ the user sees: one readable line before any request, the answer, what history ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,6 @@ from IPython.core.error import UsageError
 from amigo_magic.errors import AmigoError, ConfigError
 from tests.amigo_server import AmigoServer, Reply
 from tests.shell import Recorder, TestingShell
-
-
-@pytest.fixture
-def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    shell = TestingShell.instance()
-    shell.display_pub = Recorder()
-    shell.run_cell("%load_ext amigo_magic")
-    yield shell
-    shell.run_cell("%unload_ext amigo_magic")
-    for name in ("snippet", "s"):
-        shell.user_ns.pop(name, None)
 
 
 def recorder(ip: TestingShell) -> Recorder:

@@ -100,16 +100,6 @@ def test_errors_are_one_line_in_the_notebook(keyed_server: AmigoServer, tmp_path
     assert KEY not in nbformat.writes(nb)
 
 
-@pytest.fixture
-def kernel(
-    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Kernel]:
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    with running_kernel(str(tmp_path)) as k:
-        assert k.execute("%load_ext amigo_magic").status == "ok"
-        yield k
-
-
 def test_display_messages_are_bounded_by_the_throttle(kernel: Kernel, server: AmigoServer) -> None:
     server.enqueue(Reply.stream(chunks=["tok "] * 5000, delay=0.0003))
     start = time.monotonic()

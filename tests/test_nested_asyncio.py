@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.amigo_server import AmigoServer, Reply
-from tests.kernel import Kernel, running_kernel
+from tests.kernel import Kernel
 from tests.test_seed import SEED, seed_example
 
 POEM = "Весна пришла, ручьи звенят."
-
-
-@pytest.fixture
-def kernel(
-    server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Kernel]:
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    with running_kernel(str(tmp_path)) as k:
-        assert k.execute("%load_ext amigo_magic").status == "ok"
-        yield k
 
 
 @pytest.mark.skipif(not SEED.is_file(), reason="the seed lives in ../shared")

@@ -10,25 +10,20 @@ import pytest
 
 from amigo_magic import ChatPanel
 from tests.amigo_server import AmigoServer
-from tests.shell import Recorder, TestingShell, wait_until
+from tests.shell import TestingShell, wait_until
 
 SHARED = {"max_tokens": "200", "max_history": "2", "system_prompt": "'Be terse.'"}
 DEFAULTS = {"max_tokens": "4000", "max_history": "20", "system_prompt": "''"}
 
 
 @pytest.fixture
-def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    shell = TestingShell.instance()
-    shell.display_pub = Recorder()
-    shell.run_cell("%load_ext amigo_magic")
+def ip(ip: TestingShell) -> Iterator[TestingShell]:
+    """The shared shell (conftest), put back to the default settings these tests change."""
     try:
-        yield shell
+        yield ip
     finally:
         for name, value in DEFAULTS.items():  # the shell is shared: leave no setting behind
-            shell.run_cell(f"%config AmigoMagics.{name} = {value}")
-        shell.run_cell("%unload_ext amigo_magic")
-        shell.user_ns.pop("panel", None)
+            ip.run_cell(f"%config AmigoMagics.{name} = {value}")
 
 
 def chat_requests(server: AmigoServer) -> list[dict[str, object]]:

@@ -27,15 +27,10 @@ from tests.shell import Recorder, TestingShell
 
 
 @pytest.fixture
-def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
-    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
-    shell = TestingShell.instance()
-    shell.display_pub = Recorder()
-    shell.run_cell("%load_ext amigo_magic")
-    shell.run_cell("%config AmigoMagics.throttle = 0.05")
-    yield shell
-    shell.run_cell("%unload_ext amigo_magic")
-    shell.user_ns.pop("answer", None)
+def ip(ip: TestingShell) -> TestingShell:
+    """The shared shell (conftest), with the throttle these tests time against."""
+    ip.run_cell("%config AmigoMagics.throttle = 0.05")
+    return ip
 
 
 @contextmanager

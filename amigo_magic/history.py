@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from .errors import HistoryBusyError
 
@@ -69,6 +69,7 @@ class Turn:
     uid: str | None = field(default_factory=new_uid)
     reply_to: str | None = None
     no_history: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

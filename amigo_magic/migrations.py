@@ -62,7 +62,18 @@ def _m002_reply_links(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX turns_by_uid ON turns (notebook, chat, uid) WHERE uid IS NOT NULL")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_initial, _m002_reply_links)
+def _m003_turn_meta(db: sqlite3.Connection) -> None:
+    """What a turn carries beyond its text, as one JSON object (``Turn.meta``): the request's
+    parameters, usage estimates, reasoning, tool calls, replay and context notes. New kinds of
+    detail become keys, not columns."""
+    db.execute("ALTER TABLE turns ADD COLUMN meta TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _m001_initial,
+    _m002_reply_links,
+    _m003_turn_meta,
+)
 
 
 class NewerSchema(Exception):

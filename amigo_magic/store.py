@@ -15,6 +15,7 @@ less) and read only when a transcript shows them.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sqlite3
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .history import ChatSummary, HistoryBusyError, StoredImage, Turn
 from .journal import Held, Journal
@@ -42,7 +44,7 @@ RECENT = 200  # turns per chat remembered for answering when the file cannot be 
 
 _COLUMNS = (
     "id, role, content, model, status, prompt_tokens, completion_tokens, seconds, cell_id, "
-    "created, error, uid, reply_to, no_history"
+    "created, error, uid, reply_to, no_history, meta"
 )
 
 
@@ -318,11 +320,13 @@ class SQLiteStore:
             cursor = db.execute(
                 "INSERT INTO turns (notebook, chat, role, content, model, status, "
                 "prompt_tokens, completion_tokens, seconds, cell_id, created, error, uid, "
-                "reply_to, no_history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reply_to, no_history, meta) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     notebook, chat, turn.role, turn.content, turn.model, turn.status,
                     turn.prompt_tokens, turn.completion_tokens, turn.seconds, turn.cell_id,
                     turn.created, turn.error, turn.uid, turn.reply_to, int(turn.no_history),
+                    json.dumps(turn.meta, ensure_ascii=False) if turn.meta else None,
                 ),
             )  # fmt: skip
             db.executemany(
@@ -452,7 +456,7 @@ def _why(error: BaseException) -> str:
 
 def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
     _, role, content, model, status, prompt, completion, seconds, cell_id, created, error = row[:11]
-    uid, reply_to, no_history = row[11:]
+    uid, reply_to, no_history, meta = row[11:]
     return Turn(
         role,  # type: ignore[arg-type]
         str(content),
@@ -468,7 +472,19 @@ def _turn(row: tuple[object, ...], images: tuple[StoredImage, ...]) -> Turn:
         uid=uid,  # type: ignore[arg-type]
         reply_to=reply_to,  # type: ignore[arg-type]
         no_history=bool(no_history),
+        meta=_meta(meta),
     )
+
+
+def _meta(text: object) -> dict[str, Any]:
+    """A turn's ``meta`` column; a damaged value is dropped, never an error."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(str(text))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -39,7 +39,7 @@ def exchange(
 def test_schema_wal_and_migrations(tmp_path: Path, db: SQLiteStore) -> None:
     raw = sqlite3.connect(tmp_path / "history.db")
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (3,)
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     expected = {"turns_by_chat", "turns_by_time", "turns_by_cell", "turns_by_uid", "images_by_turn"}
     assert expected <= indexes
@@ -50,9 +50,19 @@ def test_schema_wal_and_migrations(tmp_path: Path, db: SQLiteStore) -> None:
 def test_turns_round_trip_with_every_field(db: SQLiteStore) -> None:
     turn = Turn("assistant", "hi ünïcode", model="claude", status="stopped", prompt_tokens=3,
                 completion_tokens=5, seconds=1.25, cell_id="c1", created=123.5,
-                images=(StoredImage("image/png", PNG, "a fox"),), error="cut")  # fmt: skip
+                images=(StoredImage("image/png", PNG, "a fox"),), error="cut",
+                meta={"params": {"seed": 7}, "reasoning": "hmm"})  # fmt: skip
     db.add("nb", "default", turn)
     assert db.load("nb", "default") == [turn]
+
+
+def test_a_damaged_meta_value_loads_as_empty(tmp_path: Path, db: SQLiteStore) -> None:
+    db.add("nb", "default", Turn("user", "hi", meta={"a": 1}))
+    raw = sqlite3.connect(tmp_path / "history.db")
+    raw.execute("UPDATE turns SET meta = '{not json'")
+    raw.commit()
+    raw.close()
+    assert [turn.meta for turn in db.load("nb", "default")] == [{}]
 
 
 def test_notebooks_and_chats_are_isolated(db: SQLiteStore) -> None:

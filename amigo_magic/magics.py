@@ -16,19 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import (
-    Magics,
     line_cell_magic,
     line_magic,
     magics_class,
     no_var_expand,
 )
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Dict, Enum, Float, Int, TraitError, Unicode, validate
-from traitlets.config import Config
 
 from .cells import CellLog, ErrorRecorder, cell_id, check_out_name, notebook_identity
-from .config import DEFAULT_IMAGE_MODEL, FORMATS, Preferences, Secret, Timeouts
+from .config import FORMATS, Secret
 from .errors import AnswerFormatError, AnswerStopped, ConfigError
+from .magic_settings import AmigoSettings
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -43,55 +41,8 @@ log = logging.getLogger("amigo_magic")
 
 
 @magics_class
-class AmigoMagics(Magics):
+class AmigoMagics(AmigoSettings):
     """Chat and image models in the notebook. ``%config AmigoMagics`` lists the settings."""
-
-    default_model = Unicode(
-        "",
-        help="Model for %%amigo without -m (alias or id). Empty: $AMIGO_MODEL, else gpt-4o-mini.",
-    ).tag(config=True)
-    image_model = Unicode(DEFAULT_IMAGE_MODEL, help="Model for %amigo_image without -m.").tag(
-        config=True
-    )
-    base_url = Unicode(
-        "", help="API base URL. Empty: $AMIGO_BASE_URL, else https://api.amigochat.io/v1."
-    ).tag(config=True)
-    device_version = Unicode(
-        "", help="x-device-version sent to AmigoChat. Empty: $AMIGO_DEVICE_VERSION, else 1.0.45."
-    ).tag(config=True)
-    max_history = Int(
-        20, help="Earlier messages sent with each prompt (user and assistant each count one)."
-    ).tag(config=True)
-    default_format = Enum(FORMATS, "markdown", help="Output format without -f.").tag(config=True)
-    max_tokens = Int(4000, help="Longest answer, in tokens, without --max-tokens.").tag(config=True)
-    system_prompt = Unicode("", help="System message sent with every prompt.").tag(config=True)
-    connect_timeout = Float(10.0, help="Seconds to wait for a connection.").tag(config=True)
-    read_timeout = Float(
-        60.0, help="Seconds of silence allowed before the first token and between tokens."
-    ).tag(config=True)
-    image_timeout = Float(300.0, help="Seconds one image request may take.").tag(config=True)
-    throttle = Float(
-        0.05, help="Least seconds between display updates while an answer streams."
-    ).tag(config=True)
-    endpoints = Dict(
-        {},
-        help="Named OpenAI-compatible servers, used as --model NAME:MODEL, e.g. "
-        "{'ollama': {'url': 'http://127.0.0.1:11434/v1'}, "
-        "'openai': {'url': 'https://api.openai.com/v1', 'key_env': 'OPENAI_API_KEY'}}. "
-        "Keys are read from the named environment variable at each call, never stored.",
-    ).tag(config=True)
-    context_budget = Int(
-        2000, help="Tokens (estimated) each {name} field may send: a view says what it left out."
-    ).tag(config=True)
-    local_model_path = Unicode(
-        "", help="GGUF file for --model local. Empty: $AMIGO_LOCAL_MODEL, else SmolLM2-135M."
-    ).tag(config=True)
-    nested_asyncio = Bool(
-        True, help="asyncio.run() in a cell (where the kernel's loop runs) runs the coroutine on "
-        "a loop of its own in a helper thread. False: it raises, as in plain IPython."
-    ).tag(config=True)  # fmt: skip
-
-    shell: InteractiveShell  # always given: the extension passes it
 
     def __init__(self, shell: InteractiveShell, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -101,68 +52,6 @@ class AmigoMagics(Magics):
         self.key: Secret | None = None  # %amigo key: memory only
         self._session: ChatSession | None = None
         self._ready = True
-
-    def _load_config(self, cfg: Any, section_names: Any = None, traits: Any = None) -> None:
-        """A ``%config`` of a value that cannot work is refused (IPython shows the one line).
-        Opening with one in the configuration (``ipython_config.py``, or a refused ``%config``
-        that IPython kept in the shell's) keeps the default for it, says so, loads the rest."""
-        try:
-            super()._load_config(cfg, section_names=section_names, traits=traits)
-            return
-        except TraitError:
-            if getattr(self, "_ready", False):
-                raise
-        for name, value in cfg.get(type(self).__name__, {}).items():
-            one = Config({type(self).__name__: {name: value}})
-            try:
-                super()._load_config(one, section_names=section_names, traits=traits)
-            except TraitError as error:
-                log.warning("%s Using the default.", error)
-
-    # -- settings, validated where they are set ----------------------------------------------------
-
-    @validate("max_history", "max_tokens", "context_budget")
-    def _at_least(self, proposal: Any) -> int:
-        name, value = proposal["trait"].name, proposal["value"]
-        low = 0 if name == "max_history" else 1
-        if value < low:
-            raise TraitError(
-                f"AmigoMagics.{name} must be {low} or more (got {value}); the default is "
-                f"{self.trait_defaults(name)}."
-            )
-        return int(value)
-
-    @validate("throttle", "connect_timeout", "read_timeout", "image_timeout")
-    def _seconds(self, proposal: Any) -> float:
-        name, value = proposal["trait"].name, proposal["value"]
-        if not value >= 0 or (value == 0 and name != "throttle"):
-            need = "0 or more" if name == "throttle" else "more than 0"
-            raise TraitError(
-                f"AmigoMagics.{name} is in seconds and must be {need} (got {value}); the "
-                f"default is {self.trait_defaults(name)}."
-            )
-        return float(value)
-
-    def preferences(self) -> Preferences:
-        """The traits, ``%amigo use`` and ``%amigo key`` as one frozen value, for the session."""
-        return Preferences(
-            model=self.notebook_model or self.default_model,
-            image_model=self.image_model,
-            base_url=self.base_url,
-            device_version=self.device_version,
-            api_key=self.key,
-            local_model=self.local_model_path,
-            endpoints=dict(self.endpoints),
-            timeouts=Timeouts(
-                connect=self.connect_timeout, read=self.read_timeout, image=self.image_timeout
-            ),
-            max_history=self.max_history,
-            max_tokens=self.max_tokens,
-            system_prompt=self.system_prompt,
-            default_format=self.default_format,
-            throttle=self.throttle,
-            context_budget=self.context_budget,
-        )
 
     @property
     def session(self) -> ChatSession:

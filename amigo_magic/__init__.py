@@ -35,6 +35,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .batch import Failed
+    from .many import map
     from .panel import ChatPanel
     from .protocol import Message
     from .provider import AmigoChat, ImageResponse
@@ -54,6 +56,7 @@ __all__ = [
     "ChatPanel",
     "ConfigError",
     "EmptyAnswerError",
+    "Failed",
     "HistoryBusyError",
     "ImageResponse",
     "InvalidResponseError",
@@ -67,14 +70,17 @@ __all__ = [
     "UnknownModelError",
     "__version__",
     "load_ipython_extension",
+    "map",
     "unload_ipython_extension",
 ]
 
 _LAZY = {
     "AmigoChat": ".provider",
     "ChatPanel": ".panel",
+    "Failed": ".batch",
     "ImageResponse": ".provider",
     "Message": ".protocol",
+    "map": ".many",
 }
 
 

@@ -41,6 +41,7 @@ from .protocol import (
     Event,
     error_message_from_body,
 )
+from .ratelimit import RateGate
 from .redact import scrub
 
 __all__ = ["Download", "HTTPClient"]
@@ -111,6 +112,7 @@ class HTTPClient:
             verify=default_ssl_context(),
             follow_redirects=False,  # an API that redirects a POST is misconfigured: say so
         )
+        self.gate = RateGate()  # a Retry-After pauses every request of this client
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -216,6 +218,7 @@ class HTTPClient:
             delivered = False
             retryable = False
             wait: float | None = None
+            await self.gate.wait()
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.LocalProtocolError:
@@ -237,6 +240,8 @@ class HTTPClient:
                     retryable = response.status_code in RETRYABLE_STATUSES
                     if retryable:  # Retry-After on any of them: 503 as well as 429 (RFC 9110)
                         wait = error.retry_after
+                        if wait is not None and wait <= policy.max_retry_after:
+                            self.gate.pause(wait)  # every other request waits too
                 except httpx.DecodingError:
                     raise self._scrub(self._unreadable("", delivered=delivered)) from None
                 except httpx.HTTPError as exc:

@@ -19,7 +19,16 @@ PACKAGE = Path(amigo_magic.__file__).resolve().parent
 ROOT = PACKAGE.parent
 
 # What a front end may import: the session layer, the renderer, and the pure core it shows.
-FRONT_ENDS = {"magics", "magic_settings", "panel", "extension", "verbs", "panel_view", "cells"}
+FRONT_ENDS = {
+    "magics",
+    "magic_settings",
+    "panel",
+    "extension",
+    "verbs",
+    "panel_view",
+    "cells",
+    "many",
+}
 FRONT_END_MAY_IMPORT = FRONT_ENDS | {
     "answer",
     "pacer",

@@ -1,0 +1,170 @@
+"""Many answers at once, the front end: ``amigo_magic.map`` (and ``%amigo map``) with its
+progress display.
+
+It finds the notebook's session (or a script's), asks it to start the batch, and follows it:
+one throttled progress line — an HTML bar and a plain line in a notebook, a ``\\r``-rewritten
+line on stderr elsewhere, as tqdm does. An interrupt (the ■ button) stops the batch and the
+call returns what finished.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .pacer import STOP_GRACE
+
+if TYPE_CHECKING:
+    from .batch import Batch, BatchState
+    from .session import ChatSession
+
+__all__ = ["PROGRESS_EVERY", "follow_batch", "map", "progress_bundle"]
+
+PROGRESS_EVERY = 0.5  # seconds between progress redraws (a batch of 20,000 must not flood)
+_PARAMS = ("temperature", "top_p", "max_tokens")
+_script_session: ChatSession | None = None
+_script_lock = threading.Lock()
+
+
+def map(
+    template: str,
+    items: Iterable[Any],
+    *,
+    model: str | None = None,
+    concurrency: int = 8,
+    schema: Any = None,
+    params: Mapping[str, float] | None = None,
+    system: str | None = None,
+) -> Any:
+    """Ask ``template`` once per item, ``concurrency`` requests at a time; the answers in input
+    order — a list, or a pandas Series on the input's index.
+
+    ``items`` are values (``{item}`` in the template) or mappings, a Series, or a DataFrame
+    (``{column}`` from each row), filled by the cells' brace-safe rules. Each item is its own
+    conversation; nothing enters the chat history. A failed item is a
+    :class:`~amigo_magic.Failed` value holding its one-line error (falsy); the result's
+    ``.summary`` (a Series: ``.attrs["amigo"]``) says how many failed and why. ■ stops the
+    batch and returns what finished (``None`` for the rest).
+
+    Example::
+
+        labels = amigo_magic.map("One word, positive or negative: {item}", reviews, model="claude")
+    """
+    if schema is not None:
+        raise ConfigError(
+            "schema= needs typed answers, which this build does not have yet: ask for JSON in "
+            "the template and parse it, or leave schema out."
+        )
+    session = _session()
+    sampling = _params(params)
+    options = session.options(
+        model=model,
+        system=system,
+        use_history=False,
+        temperature=sampling.get("temperature"),
+        top_p=sampling.get("top_p"),
+        max_tokens=None if sampling.get("max_tokens") is None else int(sampling["max_tokens"]),
+    )
+    batch = session.map(template, items, options, concurrency=concurrency)
+    follow_batch(batch, _progress_display())
+    return batch.values()
+
+
+def follow_batch(
+    batch: Batch,
+    show: Callable[[BatchState], None],
+    *,
+    every: float = PROGRESS_EVERY,
+    slice_seconds: float = 0.25,
+) -> None:
+    """Show ``batch`` every ``every`` seconds until it ends (and once at the end); an interrupt
+    stops it and waits (a little) for the workers to let go."""
+    show(batch.snapshot())
+    last = time.monotonic()
+    try:
+        while not batch.done.is_set():
+            batch.done.wait(slice_seconds)
+            now = time.monotonic()
+            if now - last >= every and not batch.done.is_set():
+                show(batch.snapshot())
+                last = now
+    except KeyboardInterrupt:
+        batch.stop()
+        batch.wait(STOP_GRACE)
+    show(batch.snapshot())
+
+
+def progress_bundle(state: BatchState) -> dict[str, str]:
+    """The progress display: a plain line, and an HTML bar with the same line."""
+    line = f"map {state.model} · {state.line()}"
+    value = f' value="{state.done}" max="{state.total}"' if state.total else ""
+    bar = f'<progress{value} style="width:16em;vertical-align:middle"></progress> '
+    return {"text/plain": line, "text/html": f"<div>{bar}<code>{html.escape(line)}</code></div>"}
+
+
+def _progress_display() -> Callable[[BatchState], None]:
+    """Where progress goes: an updated display in a kernel, a rewritten stderr line elsewhere."""
+    shell = _shell()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        from IPython.display import display
+
+        handle: Any = None
+
+        def update(state: BatchState) -> None:
+            nonlocal handle
+            if handle is None:
+                handle = display(progress_bundle(state), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+            else:
+                handle.update(progress_bundle(state), raw=True)
+
+        return update
+
+    def write(state: BatchState) -> None:
+        end = "\n" if state.phase != "running" else ""
+        sys.stderr.write(f"\r{progress_bundle(state)['text/plain']}\x1b[K{end}")
+        sys.stderr.flush()
+
+    return write
+
+
+def _params(params: Mapping[str, float] | None) -> dict[str, float]:
+    if not params:
+        return {}
+    unknown = sorted(set(params) - set(_PARAMS))
+    if unknown:
+        raise ConfigError(f"params: unknown {', '.join(unknown)}; known: {', '.join(_PARAMS)}.")
+    return dict(params)
+
+
+def _shell() -> Any:
+    if "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    return get_ipython()
+
+
+def _session() -> ChatSession:
+    """The notebook's session (loading the extension if needed), else one for this script."""
+    global _script_session
+    shell = _shell()
+    if shell is not None:
+        from .cells import session_for
+
+        found = session_for(shell)
+        if found is None:
+            shell.extension_manager.load_extension("amigo_magic")
+            found = session_for(shell)
+        if found is not None:
+            return found
+    with _script_lock:
+        if _script_session is None:
+            from .session import ChatSession
+
+            _script_session = ChatSession.open(notebook="script")
+        return _script_session

@@ -7,7 +7,7 @@ model, the trailing ``-`` of the retired o1 ids): they are not typos to fix.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .errors import UnknownModelError
@@ -35,6 +35,7 @@ class Model:
     kind: Kind
     description: str
     retired: bool = False  # out of quota upstream in the final table; kept, but flagged
+    sees_pictures: bool = False  # takes image parts in a user message (set from _SEES below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,23 @@ MODELS: tuple[Model, ...] = (
     Model("dall-e-3", "dalle-three", "image", "OpenAI DALL·E 3"),
     Model("recraft-v3", "recraft", "image", "Recraft V3"),
 )
+
+# The chat models that take pictures (image parts) as input, as their makers documented them in
+# December 2024: GPT-4o and 4o mini, Llama 3.2 Vision, Gemini 1.5, Claude 3.5 Sonnet. The
+# others (o1, Claude 3.5 Haiku at the time, Llama 3.1, Qwen 2.5, Mistral, …) read text only.
+_SEES = frozenset(
+    {
+        "gpt-4o-2024-11-20",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "meta-llama/Llama-3.2-90B-Vision-Instruct-Turbo",
+        "gemini-1.5-pro",
+        "gemini-1.5-flash",
+        "claude-3-5-sonnet-20240620",
+        "claude-3-5-sonnet-20241022",
+    }
+)
+MODELS = tuple(replace(m, sees_pictures=True) if m.id in _SEES else m for m in MODELS)
 
 _UPSTREAM: tuple[tuple[str, str], ...] = (
     ("gpt-4o", "gpt-4o-2024-11-20"),

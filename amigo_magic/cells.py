@@ -8,6 +8,7 @@ Front-end plumbing, apart from the magics class: it needs only the shell, never 
 
 from __future__ import annotations
 
+import base64
 import builtins
 import keyword
 import os
@@ -64,25 +65,41 @@ class ErrorRecorder:
         self.last = (getattr(info, "raw_cell", "") or "", trace)
 
 
-RecentCell = tuple[int | None, str, tuple[str, ...]]  # (execution count, source, text outputs)
+Shown = tuple[str, bytes]  # a picture a cell displayed: (mime, bytes)
+RecentCell = tuple[int | None, str, tuple[str, ...], tuple[Shown, ...]]  # count, source, outputs
+PICTURE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 class CellLog:
-    """The last ``keep`` cells run, each with its source and its text outputs (stdout, stderr,
-    displays' ``text/plain``, the result, the error), in memory and bounded, for ``--cells N``.
+    """The last ``keep`` cells run, each with its source, its text outputs (stdout, stderr,
+    displays' ``text/plain``, the result, the error) and the pictures it displayed, in memory
+    and bounded, for ``--cells N``.
 
     Fed by IPython's ``pre_run_cell`` / ``post_run_cell`` events: while a cell runs, its
     ``sys.stdout``/``sys.stderr`` writes and the shell's displays are also noted (``%%capture``'s
-    way); both are put back when it ends.
+    way); both are put back when it ends. Pictures: at most ``pictures`` a cell, each at most
+    ``picture_limit`` bytes, and ``memory`` bytes of them in all (the oldest cells' go first).
     """
 
-    def __init__(self, shell: Any, keep: int = 20, limit: int = 20_000) -> None:
+    def __init__(
+        self,
+        shell: Any,
+        keep: int = 20,
+        limit: int = 20_000,
+        *,
+        pictures: int = 4,
+        picture_limit: int = 5 * 2**20,
+        memory: int = 32 * 2**20,
+    ) -> None:
         self.cells: deque[RecentCell] = deque(maxlen=keep)
         self.keep = keep
         self._shell, self._limit = shell, limit
+        self._picture_bounds = (pictures, picture_limit, memory)
         self._outputs: list[str] = []
+        self._pictures: list[Shown] = []
         self._noted = 0  # characters in _outputs
         self._displays: dict[str, int] = {}  # display id → its output's index (updates replace)
+        self._shown: dict[str, int] = {}  # display id → its picture's index
         self._streams: tuple[Any, Any] | None = None
         self._depth = 0  # a cell that runs cells (run_cell inside a cell) installs the tees once
         publisher = getattr(shell, "display_pub", None)
@@ -99,6 +116,7 @@ class CellLog:
         if self._depth > 1:
             return
         self._outputs, self._noted, self._displays = [], 0, {}
+        self._pictures, self._shown = [], {}
         self._streams = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = _Tee(sys.stdout, self._note), _Tee(sys.stderr, self._note)
 
@@ -118,9 +136,22 @@ class CellLog:
         info = getattr(result, "info", None)
         source = getattr(info, "raw_cell", "") or ""
         count = getattr(result, "execution_count", None)
-        self.cells.append((count, source[: self._limit], tuple(self._outputs)))
+        self.cells.append((count, source[: self._limit], tuple(self._outputs), (*self._pictures,)))
+        self._bound_pictures()
         if self._depth == 0:
             self._outputs, self._noted, self._displays = [], 0, {}
+            self._pictures, self._shown = [], {}
+
+    def _bound_pictures(self) -> None:
+        """Drop the oldest cells' pictures (their text note stays) past the memory bound."""
+        memory = self._picture_bounds[2]
+        total = sum(len(data) for cell in self.cells for _, data in cell[3])
+        for index, (count, source, outputs, pictures) in enumerate(self.cells):
+            if total <= memory:
+                break
+            if pictures:
+                total -= sum(len(data) for _, data in pictures)
+                self.cells[index] = (count, source, outputs, ())
 
     def close(self) -> None:
         """Put the shell's display publisher back (the extension's unload)."""
@@ -143,10 +174,29 @@ class CellLog:
                 self._note(shown)
                 if display_id:
                     self._displays[display_id] = len(self._outputs) - 1
+            self._note_picture(data, display_id)
         except Exception:  # noting must never break a display
             pass
         assert self._publish is not None
         return self._publish(data, *args, **kwargs)
+
+    def _note_picture(self, data: Any, display_id: str | None) -> None:
+        if not isinstance(data, Mapping):
+            return
+        mime = next((m for m in PICTURE_MIMES if m in data), None)
+        if mime is None:
+            return
+        found = data[mime]
+        picture = base64.b64decode(found) if isinstance(found, str) else found
+        most, limit, _ = self._picture_bounds
+        if not isinstance(picture, bytes) or len(picture) > limit:
+            return
+        if display_id is not None and display_id in self._shown:  # an update replaces it
+            self._pictures[self._shown[display_id]] = (mime, picture)
+        elif len(self._pictures) < most:
+            self._pictures.append((mime, picture))
+            if display_id is not None:
+                self._shown[display_id] = len(self._pictures) - 1
 
 
 class _Tee:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .attach import Picture, from_bytes
+from .errors import ConfigError
 from .history import Turn, window
 from .redact import scrub
 
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "Filled",
     "Preview",
+    "Prompt",
     "build_messages",
     "estimate_tokens",
     "recent_cells",
@@ -95,12 +98,24 @@ def bound(text: str, budget: int, keep: str = "head") -> str:
     return f"{kept}\n… {len(text) - len(kept):,} more characters left out"
 
 
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt as it is sent: its text, the pictures that go with it (image parts after the
+    text), and what context went along (the status line's summary)."""
+
+    text: str
+    pictures: tuple[Picture, ...] = ()
+    context: str | None = None
+
+
 def summary(filled: Sequence[Filled]) -> str | None:
-    """The status line's ``context: 2 objects, 3 cells · ~2.4k tokens`` (None: nothing went)."""
+    """The status line's ``context: 2 objects, 3 cells, 1 picture · ~2.4k tokens`` (None:
+    nothing went)."""
     if not filled:
         return None
     cells = sum(1 for f in filled if f.kind == "cell")
-    parts = [(len(filled) - cells, "object"), (cells, "cell")]
+    pictures = sum(1 for f in filled if f.kind == "picture")
+    parts = [(len(filled) - cells - pictures, "object"), (cells, "cell"), (pictures, "picture")]
     what = ", ".join(f"{n} {word}{'s' if n != 1 else ''}" for n, word in parts if n)
     tokens = sum(f.tokens for f in filled)
     shown = f"{tokens / 1000:.1f}k" if tokens >= 1000 else str(tokens)
@@ -108,20 +123,39 @@ def summary(filled: Sequence[Filled]) -> str | None:
 
 
 def recent_cells(
-    cells: Sequence[tuple[int | None, str, Sequence[str]]], budget: int, secrets: Sequence[str]
+    cells: Sequence[Sequence[Any]],
+    budget: int,
+    secrets: Sequence[str],
+    pictures: list[Picture] | None = None,
 ) -> tuple[str, list[Filled]]:
-    """The block ``--cells N`` puts before the prompt: each cell's source and text output
-    (``In [3]:`` / ``Out [3]:``), the budget shared between them, the secrets scrubbed out."""
+    """The block ``--cells N`` puts before the prompt: each cell's source, text output and the
+    pictures it showed (``In [3]:`` / ``Out [3]:``; each picture appended to ``pictures``, when
+    given, and named where it was shown), the budget shared between them, the secrets scrubbed.
+
+    A cell is ``(count, source, outputs)`` or ``(count, source, outputs, pictures)``, its
+    pictures ``(mime, bytes)``; one that does not fit its share is named, not sent."""
     if not cells:
         return "", []
     share = max(budget // len(cells), MIN_BUDGET)
     blocks: list[str] = []
     filled: list[Filled] = []
-    for count, source, outputs in cells:
+    sent: list[Picture] = pictures if pictures is not None else []
+    for count, source, outputs, *more in cells:
         label = str(count) if count is not None else "?"
-        shown = "".join(outputs).rstrip() or "(no output)"
         text = f"In [{label}]:\n{bound(source.rstrip(), share // 2)}\n"
-        text += f"Out [{label}]:\n{bound(shown, share - estimate_tokens(text), keep='tail')}"
+        room, notes = share - estimate_tokens(text), []
+        for _mime, data in more[0] if more and pictures is not None else ():
+            try:  # each picture takes what it costs from the cell's share; the text the rest
+                picture = from_bytes(data, f"In [{label}]", room - MIN_BUDGET)
+            except ConfigError as why:
+                notes.append(f"[a picture it showed is left out: {why}]")
+                continue
+            sent.append(picture)
+            room -= picture.tokens
+            notes.append(f"[picture {len(sent)}: shown by In [{label}], attached]")
+            filled.append(Filled(f"In [{label}]", "picture", picture.tokens))
+        shown = "\n".join(["".join(outputs).rstrip(), *notes]).strip() or "(no output)"
+        text += f"Out [{label}]:\n{bound(shown, room, keep='tail')}"
         text = scrub(text, [s for s in secrets if s])
         blocks.append(text)
         filled.append(Filled(f"In [{label}]", "cell", estimate_tokens(text)))
@@ -145,14 +179,29 @@ class Asking(Protocol):
     def max_history(self) -> int: ...
 
 
-def build_messages(prompt: str, earlier: Sequence[Turn], options: Asking) -> list[dict[str, str]]:
+def build_messages(
+    prompt: str, earlier: Sequence[Turn], options: Asking, pictures: Sequence[Picture] = ()
+) -> list[dict[str, Any]]:
     """The request's messages: the system message, the window of ``earlier`` turns (with
-    history on), the prompt — for a cell, the panel and ``--dry-run`` alike."""
-    messages = [{"role": "system", "content": options.system}] if options.system else []
+    history on), the prompt — its text, then an image part per picture — for a cell, the
+    panel and ``--dry-run`` alike. Earlier turns go as text (a picture is sent once)."""
+    messages: list[dict[str, Any]] = []
+    if options.system:
+        messages.append({"role": "system", "content": options.system})
     if options.use_history:
         messages += window(earlier, options.max_history)
-    messages.append({"role": "user", "content": prompt})
+    if pictures:
+        parts = [{"type": "text", "text": prompt}, *(picture.part() for picture in pictures)]
+        messages.append({"role": "user", "content": parts})
+    else:
+        messages.append({"role": "user", "content": prompt})
     return messages
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +209,14 @@ class Preview:
     """What a request would send, not sent (``%%amigo --dry-run``)."""
 
     model: str
-    messages: tuple[Mapping[str, str], ...]
+    messages: tuple[Mapping[str, Any], ...]
     context: str | None = None
+    pictures: tuple[Picture, ...] = ()  # the last message's image parts, described
 
     @property
     def tokens(self) -> int:
-        return sum(estimate_tokens(m["content"]) + 4 for m in self.messages)  # + role overhead
+        text = sum(estimate_tokens(_text(m["content"])) + 4 for m in self.messages)  # + role
+        return text + sum(picture.tokens for picture in self.pictures)
 
     def __str__(self) -> str:
         count = len(self.messages)
@@ -175,8 +226,11 @@ class Preview:
             + (f" · {self.context}" if self.context else "")
         ]
         for message in self.messages:
-            tokens = estimate_tokens(message["content"])
-            lines += [f"── {message['role']} · ~{tokens:,} tokens ──", message["content"]]
+            text = _text(message["content"])
+            pictures = () if isinstance(message["content"], str) else self.pictures
+            tokens = estimate_tokens(text) + sum(picture.tokens for picture in pictures)
+            lines += [f"── {message['role']} · ~{tokens:,} tokens ──", text]
+            lines += [f"[picture {n}: {p.describe()}]" for n, p in enumerate(pictures, 1)]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

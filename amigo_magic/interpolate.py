@@ -18,7 +18,17 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .context import DEFAULT_BUDGET, Filled, estimate_tokens, recent_cells, summary, view
+from .attach import Picture, picture_of, read_attachment
+from .context import (
+    DEFAULT_BUDGET,
+    Filled,
+    Prompt,
+    bound,
+    estimate_tokens,
+    recent_cells,
+    summary,
+    view,
+)
 from .errors import ConfigError
 from .redact import scrub
 
@@ -37,15 +47,30 @@ def fill(
     namespace: Mapping[str, Any] | None,
     secrets: Sequence[str],
     budget: int,
-    cells: Sequence[tuple[int | None, str, Sequence[str]]] = (),
-) -> tuple[str, str | None]:
-    """The prompt as sent, and what context went with it (the status line's summary): its
-    fields filled in (unless ``namespace`` is None), the ``cells`` (``--cells N``) before it."""
-    filled: list[Filled] = []
+    cells: Sequence[Sequence[Any]] = (),
+    attach: Sequence[str] = (),
+) -> Prompt:
+    """The prompt as sent, its pictures, and what context went with it (the status line's
+    summary): the ``cells`` (``--cells N``) and the files (``--attach``) before its text, its
+    fields filled in (unless ``namespace`` is None) — pictures numbered in that order."""
+    pictures: list[Picture] = []
+    block, filled = recent_cells(cells, budget, secrets, pictures)
+    for path in attach:
+        found = read_attachment(path, budget)
+        if isinstance(found, Picture):
+            pictures.append(found)
+            block += f"[picture {len(pictures)}: the file {found.label}, attached]\n\n"
+            filled.append(Filled(found.label, "picture", found.tokens))
+            continue
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        shown = scrub(bound(found.rstrip(), budget), [s for s in secrets if s])
+        block += f"The file {name}:\n```\n{shown}\n```\n\n"
+        filled.append(Filled(name, "file", estimate_tokens(shown)))
     if namespace is not None:
-        text = interpolate(text, namespace, secrets, budget=budget, filled=filled)
-    block, cell_views = recent_cells(cells, budget, secrets)
-    return block + text, summary(cell_views + filled)
+        text = interpolate(
+            text, namespace, secrets, budget=budget, filled=filled, pictures=pictures
+        )
+    return Prompt(block + text, tuple(pictures), summary(filled))
 
 
 def interpolate(
@@ -55,10 +80,12 @@ def interpolate(
     *,
     budget: int = DEFAULT_BUDGET,
     filled: list[Filled] | None = None,
+    pictures: list[Picture] | None = None,
 ) -> str:
     """``text`` with each ``{name…}`` whose name is in ``namespace`` replaced by the value's
     view (``budget`` tokens at most; a string whole), with every one of ``secrets`` scrubbed out
-    of it. Each field filled in is appended to ``filled``, when given.
+    of it. Each field filled in is appended to ``filled``, when given. With ``pictures``, a
+    picture (a figure, an image) is appended there and named in the text (``[picture 1: {fig}]``).
 
     A name that exists but whose index or attribute does not raises :class:`ConfigError`
     (sending the braces on silently would hide the mistake). An attribute of a module is
@@ -89,6 +116,20 @@ def interpolate(
                     f"Cannot fill in {match.group(0)}: {why}. Use "
                     "--no-interpolate to send braces as written."
                 ) from None
+        try:
+            picture = None if pictures is None else picture_of(value, match.group(0), budget)
+        except ConfigError:
+            raise
+        except Exception as error:  # the user's figure failed to draw: one line
+            raise ConfigError(
+                f"Cannot fill in {match.group(0)}: drawing it as a picture failed "
+                f"({type(error).__name__}: {' '.join(str(error).split())[:200]})."
+            ) from None
+        if picture is not None and pictures is not None:
+            pictures.append(picture)
+            if filled is not None:
+                filled.append(Filled(match.group(0), "picture", picture.tokens))
+            return f"[picture {len(pictures)}: {match.group(0)}, attached]"
         try:
             shown, kind = view(value, budget)
         except Exception as error:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from .answer import Answer, AnswerState, ImageAnswer
     from .config import Settings
-    from .session import AskOptions, ChatSession
+    from .session import AskOptions, ChatSession, Prompt
 
 __all__ = ["AmigoMagics"]
 
@@ -82,6 +82,8 @@ class AmigoMagics(AmigoSettings):
     @argument("-o", "--out", help="also store the answer text in this variable")
     @argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
     @argument("--cells", type=int, metavar="N", help="send the last N cells and their output too")
+    @argument("--attach", action="append", default=[], metavar="PATH", help="send a file too "
+              "(a picture, or text); may be repeated")  # fmt: skip
     @no_var_expand
     @line_cell_magic
     def amigo(self, line: str, cell: str | None = None) -> Any:
@@ -91,8 +93,10 @@ class AmigoMagics(AmigoSettings):
         ``{name.attr}`` are filled in from your variables (``In``, ``Out`` and ``Err`` too:
         ``{Err[7]}`` is the traceback of cell 7), each as a view that fits
         ``AmigoMagics.context_budget`` (a DataFrame: shape, dtypes, nulls, ranges, a sample);
-        every other brace is sent as written. ``--cells N`` sends the N cells before this one
-        with their output; ``--dry-run`` shows what would be sent and sends nothing.
+        every other brace is sent as written; a figure or an image (``{fig}``) goes as a picture.
+        ``--cells N`` sends the N cells before this one with their output and pictures;
+        ``--attach PATH`` a picture or text file; ``--dry-run`` shows what would be sent and
+        sends nothing.
         Each cell continues the notebook's conversation (or the ``--chat`` one).
 
         Examples::
@@ -110,6 +114,9 @@ class AmigoMagics(AmigoSettings):
             %%amigo --cells 2 --dry-run
             Why does the second cell fail? {df}
 
+            %%amigo --attach sketch.png
+            What does this chart of {df} show? {fig}
+
         As a line magic it manages things: ``%amigo models | use MODEL | history | chats |
         reset | fix | config | key | help | version`` (``%amigo help`` says more).
         """
@@ -124,9 +131,9 @@ class AmigoMagics(AmigoSettings):
             raise UsageError(f"--cells takes 1 to {self.cell_log.keep} (the cells kept in memory).")
         recent = self.cell_log.recent(args.cells or 0)
         namespace = None if args.no_interpolate else self.namespace()
-        prompt = self.session.prompt(cell, namespace, recent)
-        prompt = prompt.rstrip().lstrip("\r\n")  # blank lines around it are noise; indents are not
-        if not prompt:
+        cell = cell.rstrip().lstrip("\r\n")  # blank lines around it are noise; indents are not
+        prompt = self.session.prompt(cell, namespace, recent, args.attach)
+        if not prompt.text.strip():
             raise ConfigError("The cell is empty: write your question below the %%amigo line.")
         fmt = args.format or self.default_format
         options = self.session.options(
@@ -147,7 +154,7 @@ class AmigoMagics(AmigoSettings):
             self.shell.user_ns[args.out] = text
         return None
 
-    def ask(self, prompt: str, options: AskOptions, fmt: str) -> str:
+    def ask(self, prompt: Prompt | str, options: AskOptions, fmt: str) -> str:
         """Send, stream the answer into this cell, and return its text."""
         answer = self.session.ask(prompt, options)
         self.show_notices()
@@ -221,8 +228,8 @@ class AmigoMagics(AmigoSettings):
             A poster of {title}, flat colours
         """
         args = self.parse(self.amigo_image, line, "%amigo_image")
-        prompt = cell if cell is not None else " ".join(args.prompt)
-        prompt = self.session.prompt(prompt, self.namespace()).strip()
+        text = cell if cell is not None else " ".join(args.prompt)
+        prompt = self.session.prompt(text, self.namespace())
         options = self.session.options(
             chat=args.chat, model=args.model, cell_id=cell_id(self.shell)
         )

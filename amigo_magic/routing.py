@@ -23,6 +23,7 @@ class Target:
     label: str  # shown in status lines and kept in history
     kind: Literal["chat", "image", "any"]  # "any": the server's own model, kind unknown
     endpoint: Endpoint | None = None
+    sees_pictures: bool | None = None  # takes image parts; None: unknown (the server decides)
 
 
 def resolve_target(name: str | None, settings: Settings) -> Target:
@@ -33,7 +34,7 @@ def resolve_target(name: str | None, settings: Settings) -> Target:
     """
     name = (name or settings.model or "").strip()
     if name == LOCAL:
-        return Target("local", settings.local_model or "", LOCAL, "chat")
+        return Target("local", settings.local_model or "", LOCAL, "chat", sees_pictures=False)
     if ":" in name:
         prefix, _, model = name.partition(":")
         for endpoint in settings.endpoints:
@@ -50,4 +51,4 @@ def resolve_target(name: str | None, settings: Settings) -> Target:
             f"`%amigo endpoint add {prefix} URL [--key-env VAR]`."
         )
     entry = catalog.resolve(name)
-    return Target("amigo", entry.id, entry.id, entry.kind)
+    return Target("amigo", entry.id, entry.id, entry.kind, sees_pictures=entry.sees_pictures)

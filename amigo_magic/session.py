@@ -29,7 +29,7 @@ from .config import (
     Settings,
     endpoints_from,
 )
-from .context import Preview, build_messages
+from .context import Preview, Prompt, build_messages
 from .errors import ConfigError
 from .history import HistoryStore, Turn
 from .pacer import follow, follow_async
@@ -40,7 +40,14 @@ from .runner import Runner
 from .session_library import ExportReport, Library
 from .warmup import warm_up as warm_up  # the extension's head start for the first answer
 
-__all__ = ["FORMAT_HINTS", "AskOptions", "ChatSession", "ExportReport", "stop_background"]
+__all__ = [
+    "FORMAT_HINTS",
+    "AskOptions",
+    "ChatSession",
+    "ExportReport",
+    "Prompt",
+    "stop_background",
+]
 
 log = logging.getLogger("amigo_magic.session")
 
@@ -92,7 +99,6 @@ class ChatSession(Library):
         self._pictures = PictureFetcher()
         self._asked: dict[Live, tuple[str, Turn]] = {}  # live answer → (notebook, its prompt)
         self._notices: list[str] = []
-        self._context: tuple[str, str | None] = ("", None)  # (prompt, what filled it in)
         runner.on_close(self.aclose)
 
     @classmethod
@@ -165,18 +171,22 @@ class ChatSession(Library):
         )
 
     def prompt(
-        self, text: str, namespace: Mapping[str, Any] | None = None, cells: Sequence[Any] = ()
-    ) -> str:
-        """``text`` as it is sent: ``{name}`` fields filled from ``namespace`` (when given) and
-        the ``cells`` (``--cells N``) before it, each as its view within the context budget,
-        never with a secret the session knows, and made valid Unicode."""
+        self,
+        text: str,
+        namespace: Mapping[str, Any] | None = None,
+        cells: Sequence[Any] = (),
+        attach: Sequence[str] = (),
+    ) -> Prompt:
+        """``text`` as it is sent, for :meth:`ask` or :meth:`preview`: ``{name}`` fields
+        filled from ``namespace`` (when given), the ``cells`` (``--cells N``) and ``attach``
+        files before it, each as its view within the context budget (a figure or an image as
+        a picture), never with a secret the session knows, and made valid Unicode."""
         from .interpolate import fill
 
         prefs = self.preferences()
-        text, context = fill(text, namespace, prefs.secrets(self._env), prefs.context_budget, cells)
-        text = self.clean(text, "prompt")
-        self._context = (text.strip(), context)  # the status line says what went
-        return text
+        secrets, budget = prefs.secrets(self._env), prefs.context_budget
+        found = fill(text, namespace, secrets, budget, cells, attach)
+        return dataclasses.replace(found, text=self.clean(found.text, "prompt"))
 
     def clean(self, text: str, what: str) -> str:
         """``text`` made valid Unicode (each lone surrogate as U+FFFD), with a notice if not."""
@@ -201,19 +211,25 @@ class ChatSession(Library):
 
     # -- chat ----------------------------------------------------------------------------------
 
-    def ask(self, prompt: str, options: AskOptions, settings: Settings | None = None) -> Answer:
-        """Send ``prompt`` and return its live :class:`Answer` at once.
+    def ask(
+        self, prompt: Prompt | str, options: AskOptions, settings: Settings | None = None
+    ) -> Answer:
+        """Send ``prompt`` (from :meth:`prompt`; a string goes as it is) and return its live
+        :class:`Answer` at once. Its pictures are kept with the prompt's turn.
 
-        Raises at once (before any request) for an unknown model or an image model.
+        Raises at once (before any request) for an unknown model, an image model, or
+        pictures for a model that reads only text.
         """
         settings = settings or self.settings()
-        target = self._chat_target(options, settings)
+        prompt = Prompt(prompt) if isinstance(prompt, str) else prompt
+        target = self._chat_target(options, settings, prompt)
         window_size = options.max_history * 2 + 2  # room for exchanges window() leaves out
         notebook = self.notebook
         asked = Turn(
             "user",
-            prompt,
+            prompt.text,
             model=target.label,
+            images=tuple(picture.stored() for picture in prompt.pictures),
             cell_id=options.cell_id,
             no_history=not options.use_history,  # sent alone, and never resent as context
         )
@@ -224,10 +240,12 @@ class ChatSession(Library):
         else:
             earlier = self.store.load(notebook, options.chat, limit=window_size)
             unsaved = self.store.add(notebook, options.chat, asked)
-        messages = build_messages(prompt, earlier, options)
-        context = self._context[1] if self._context[0] == prompt.strip() else None
+        messages = build_messages(prompt.text, earlier, options, prompt.pictures)
         answer = Answer(
-            model=target.label, chat=options.chat, secrets=settings.known_secrets(), context=context
+            model=target.label,
+            chat=options.chat,
+            secrets=settings.known_secrets(),
+            context=prompt.context,
         )
         if unsaved:
             answer.warn(unsaved)
@@ -237,21 +255,32 @@ class ChatSession(Library):
         answer.running(self._runner.submit(self._run(answer, stream, options.cell_id)))
         return answer
 
-    def preview(self, prompt: str, options: AskOptions) -> Preview:
+    def preview(self, prompt: Prompt | str, options: AskOptions) -> Preview:
         """The messages :meth:`ask` would send now, nothing sent or written (``--dry-run``)."""
-        target = self._chat_target(options, self.settings())
+        prompt = Prompt(prompt) if isinstance(prompt, str) else prompt
+        target = self._chat_target(options, self.settings(), prompt)
         earlier = self.store.load(self.notebook, options.chat, limit=options.max_history * 2 + 2)
         if options.cell_id:  # a re-run cell replaces its earlier exchange
             earlier = [turn for turn in earlier if turn.cell_id != options.cell_id]
-        context = self._context[1] if self._context[0] == prompt.strip() else None
-        return Preview(target.label, tuple(build_messages(prompt, earlier, options)), context)
+        messages = build_messages(prompt.text, earlier, options, prompt.pictures)
+        return Preview(target.label, tuple(messages), prompt.context, prompt.pictures)
 
-    def _chat_target(self, options: AskOptions, settings: Settings) -> Target:
+    def _chat_target(
+        self, options: AskOptions, settings: Settings, prompt: Prompt | None = None
+    ) -> Target:
         target = resolve_target(options.model, settings)
         if target.kind == "image":
             raise ConfigError(
                 f"'{target.label}' is an image model: use %amigo_image for pictures, or pick a "
                 "chat model (`%amigo models` lists them)."
+            )
+        if prompt is not None and prompt.pictures and target.sees_pictures is False:
+            count = len(prompt.pictures)
+            what = ", ".join(picture.label for picture in prompt.pictures)
+            raise ConfigError(
+                f"'{target.label}' reads text only, and this prompt has {count} picture"
+                f"{'s' if count != 1 else ''} ({what}): pick a model that sees pictures "
+                "(gpt-4o-mini, gpt, claude, gemini, llama-vision), or leave the picture out."
             )
         return target
 
@@ -340,9 +369,16 @@ class ChatSession(Library):
     # -- images --------------------------------------------------------------------------------
 
     def image(
-        self, prompt: str, options: AskOptions, settings: Settings | None = None
+        self, prompt: Prompt | str, options: AskOptions, settings: Settings | None = None
     ) -> ImageAnswer:
         """Generate pictures for ``prompt``; fetch them to bytes; record the turn."""
+        if isinstance(prompt, Prompt):
+            if prompt.pictures:
+                raise ConfigError(
+                    "An image model takes a text prompt only: leave the picture out, or ask a "
+                    "chat model about it with %%amigo."
+                )
+            prompt = prompt.text.strip()
         settings = settings or self.settings()
         target = resolve_target(options.model or self.preferences().image_model, settings)
         if target.kind == "chat":

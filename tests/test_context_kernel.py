@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from tests.amigo_server import AmigoServer, Reply
 from tests.test_kernel import execute, notebook
@@ -116,3 +119,98 @@ def test_cells_2_sends_the_two_previous_cells_and_their_outputs(
     assert sent.endswith("Why does the last cell fail?")
     status = nb.cells[4].outputs[0].data["text/plain"].splitlines()[-1]
     assert "context: 2 cells · ~" in status
+
+
+CHART = """\
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.plot(df["placed"][:500], df["amount"][:500])
+ax.set_title("amount over the first 500 orders")
+plt.close(fig)
+"""
+
+
+def image_parts(message: dict[str, Any]) -> list[bytes]:
+    """The pictures of one user message, decoded from their data URLs."""
+    found = []
+    for part in message["content"]:
+        if part["type"] == "image_url":
+            head, _, data = part["image_url"]["url"].partition(",")
+            assert head == "data:image/png;base64"
+            found.append(base64.b64decode(data))
+    return found
+
+
+def assert_png(data: bytes) -> tuple[int, int]:
+    with PILImage.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        image.verify()  # the whole file decodes: a valid PNG
+        return image.size
+
+
+def test_fig_sends_one_image_part_whose_data_is_a_valid_png(
+    wired: AmigoServer, tmp_path: Path
+) -> None:
+    wired.enqueue(Reply.stream(chunks=["The amount rises steadily."]))
+    nb = notebook("%load_ext amigo_magic", FRAME, CHART, "%%amigo\nWhat does {fig} show?")
+    execute(nb, tmp_path)
+    (chat,) = chats(wired)
+    user = chat["messages"][-1]
+    text, _ = user["content"]
+    assert text == {"type": "text", "text": "What does [picture 1: {fig}, attached] show?"}
+    (data,) = image_parts(user)
+    width, height = assert_png(data)
+    assert max(width, height) <= 1024
+    status = nb.cells[3].outputs[0].data["text/plain"].splitlines()[-1]
+    assert "context: 1 picture · ~" in status
+
+
+def test_cells_2_sends_the_cells_pictures_too(wired: AmigoServer, tmp_path: Path) -> None:
+    wired.enqueue(Reply.stream(chunks=["A rising line."]))
+    nb = notebook(
+        "%load_ext amigo_magic",
+        FRAME,
+        "import matplotlib.pyplot as plt\nprint('plotting', len(df))\n"
+        "plt.plot(df['order_id'][:100], df['amount'][:100]); plt.title('first 100')",
+        "float(df['amount'].mean())",
+        "%%amigo --cells 2\nDoes the chart agree with the mean?",
+    )
+    execute(nb, tmp_path)
+    (chat,) = chats(wired)
+    user = chat["messages"][-1]
+    text = user["content"][0]["text"]
+    assert "In [3]:\nimport matplotlib.pyplot as plt\nprint('plotting', len(df))" in text
+    assert "plotting 10000" in text
+    assert "[picture 1: shown by In [3], attached]" in text
+    assert "In [4]:\nfloat(df['amount'].mean())\nOut [4]:\nresult: 250.5" in text
+    assert "order_id = np.arange" not in text  # the frame's cell is three back
+    (data,) = image_parts(user)
+    shown = nb.cells[2].outputs[-1].data["image/png"]  # what the notebook itself shows
+    assert data == base64.b64decode(shown)
+    assert_png(data)
+    status = nb.cells[4].outputs[0].data["text/plain"].splitlines()[-1]
+    assert "context: 2 cells, 1 picture · ~" in status
+
+
+def test_a_text_only_model_with_fig_fails_in_one_line_with_nothing_sent(
+    wired: AmigoServer, tmp_path: Path
+) -> None:
+    nb = notebook(
+        "%load_ext amigo_magic",
+        FRAME,
+        CHART,
+        "%%amigo -m qwen\nWhat does {fig} show?",
+        "%amigo history",
+    )
+    execute(nb, tmp_path, allow_errors=True)
+    assert chats(wired) == []
+    (error,) = nb.cells[3].outputs
+    assert error.output_type == "error"
+    assert error.ename == "ConfigError"
+    assert error.evalue == (
+        "'Qwen/Qwen2.5-72B-Instruct-Turbo' reads text only, and this prompt has 1 picture "
+        "({fig}): pick a model that sees pictures (gpt-4o-mini, gpt, claude, gemini, "
+        "llama-vision), or leave the picture out."
+    )
+    assert len(error.traceback) == 1  # one line, no traceback
+    assert nb.cells[4].outputs[0].data["text/plain"] == "Chat 'default' is empty."

@@ -332,7 +332,7 @@ def test_chats_reset_attach_and_export(
 def test_a_lone_surrogate_becomes_a_replacement_character_with_a_notice(
     session: ChatSession,
 ) -> None:
-    assert session.prompt("a \ud800 b") == "a \ufffd b"
+    assert session.prompt("a \ud800 b").text == "a \ufffd b"
     (notice,) = session.take_notices()
     assert "1 lone surrogate" in notice
 

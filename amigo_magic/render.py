@@ -356,7 +356,7 @@ def models_table(models: Sequence[Model], aliases: Mapping[str, Alias], *, defau
         (
             ("* " if m.id == default else "  ") + m.id,
             ", ".join(sorted(by_target.get(m.id, []), key=len)),
-            m.kind,
+            m.kind + (" · sees pictures" if m.sees_pictures else ""),
             m.persona_id,
             m.description,
         )

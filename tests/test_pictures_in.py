@@ -358,3 +358,58 @@ def test_prompt_is_a_value_not_a_stash(ip: TestingShell, server: AmigoServer) ->
     answer = session.ask(first, session.options())
     assert answer.wait(10)
     assert answer.snapshot().context == first.context
+
+
+def test_an_openai_compatible_endpoint_gets_the_same_image_parts(
+    ip: TestingShell, fig: Any
+) -> None:
+    with AmigoServer(strict_headers=False, success_status=200) as lab:
+        lab.enqueue(Reply.stream(chunks=["A llava answer."]))
+        ip.user_ns["fig"] = fig
+        ip.run_cell(f"%config AmigoMagics.endpoints = {{'lab': {{'url': '{lab.base_url}'}}}}")
+        try:
+            ip.run_cell("%%amigo -m lab:llava --no-history\nWhat does {fig} show?")
+        finally:
+            ip.config.AmigoMagics.pop("endpoints", None)
+            ip.run_cell("%config AmigoMagics.endpoints = {}")
+            ip.config.AmigoMagics.pop("endpoints", None)
+        (chat,) = [r.json for r in lab.requests if r.path.endswith("/chat/completions")]
+    assert chat["model"] == "llava"
+    (user,) = chat["messages"]
+    assert text_of(user) == "What does [picture 1: {fig}, attached] show?"
+    (data,) = image_parts(user)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_panel_shows_the_pictures_a_prompt_sent(
+    ip: TestingShell, server: AmigoServer, fig: Any
+) -> None:
+    import ipywidgets as widgets
+
+    from amigo_magic import ChatPanel
+
+    ip.user_ns["fig"] = fig
+    server.enqueue(Reply.stream(chunks=["It rises."]))
+    ip.run_cell("%%amigo\nWhat does {fig} show?")
+    session = ip.magics_manager.registry["AmigoMagics"].session
+    panel = ChatPanel(session=session)
+    asked, answered = panel.turn_boxes
+    (picture,) = asked.children[1:]
+    assert isinstance(picture, widgets.Image)
+    assert picture.format == "png"
+    assert picture.value == session.history()[0].images[0].data
+    assert answered.children[1:] == ()
+    panel.close()
+
+
+def test_the_model_list_says_which_models_see_pictures(ip: TestingShell) -> None:
+    ip.run_cell("%amigo models")
+    shown = "\n".join(
+        d.data.get("text/plain", "")
+        for d in ip.display_pub.displays  # type: ignore[attr-defined]
+    )
+    rows = [line for line in shown.splitlines() if line.startswith(("* ", "  "))]
+    lines = {line[2:].split()[0]: line for line in rows}
+    assert "sees pictures" in lines["gpt-4o-mini"]
+    assert "sees pictures" in lines["meta-llama/Llama-3.2-90B-Vision-Instruct-Turbo"]
+    assert "sees pictures" not in lines["Qwen/Qwen2.5-72B-Instruct-Turbo"]

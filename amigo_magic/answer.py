@@ -16,8 +16,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from .context import CHARS_PER_TOKEN
 from .errors import AmigoError
 from .history import Turn
 from .redact import scrub
@@ -60,6 +61,7 @@ class AnswerState:
     error: str | None = None
     warning: str | None = None
     context: str | None = None  # what the prompt's {fields} sent: "context: 1 object · ~512 tokens"
+    tokens_estimated: bool = False  # ``tokens`` is an estimate: the server has not said (yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class Live:
         self.future: concurrent.futures.Future[None] | None = None
         self.length = 0  # characters of text so far (0 for pictures)
         self.context: str | None = None
+        self.meta: dict[str, Any] = {}  # kept in the turn's meta: parameters, replay, usage notes
 
     # -- read side (any thread) ----------------------------------------------------------------
 
@@ -136,7 +139,12 @@ class Live:
             error=error_line(self.error),
             warning="; ".join(self.warnings) or None,
             context=self.context,
+            tokens_estimated=self.tokens_estimated,
         )
+
+    @property
+    def tokens_estimated(self) -> bool:
+        return False
 
     @property
     def text(self) -> str:  # pragma: no cover - each kind says what it shows
@@ -202,6 +210,7 @@ class Answer(Live):
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.chunks = 0
+        self.prompt_estimate: int | None = None  # the messages' tokens, estimated when sent
 
     @property
     def text(self) -> str:
@@ -210,10 +219,28 @@ class Answer(Live):
 
     @property
     def tokens(self) -> int:
-        """Completion tokens as the server counted them, else the pieces received."""
+        """Completion tokens as the server counted them, else estimated from the text's length
+        (~4 characters a token; :attr:`tokens_estimated` says which)."""
         if self.usage is not None and self.usage.completion_tokens is not None:
             return self.usage.completion_tokens
-        return self.chunks
+        return (self.length + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+    @property
+    def tokens_estimated(self) -> bool:
+        return self.usage is None or self.usage.completion_tokens is None
+
+    def token_counts(self) -> tuple[int | None, int | None, bool]:
+        """(prompt, completion) tokens as the server said, else estimated; and whether any of
+        the two is an estimate."""
+        usage = self.usage
+        prompt = usage.prompt_tokens if usage is not None else None
+        completion = usage.completion_tokens if usage is not None else None
+        estimated = False
+        if prompt is None and self.prompt_estimate is not None:
+            prompt, estimated = self.prompt_estimate, True
+        if completion is None and self.length:
+            completion, estimated = self.tokens, True
+        return prompt, completion, estimated
 
     @property
     def shown_tokens(self) -> int | None:
@@ -235,17 +262,21 @@ class Answer(Live):
         self.changed.set()
 
     def turn(self, cell_id: str | None) -> Turn:
-        usage = self.usage
+        prompt, completion, estimated = self.token_counts()
+        meta = dict(self.meta)
+        if estimated:
+            meta["tokens_estimated"] = True  # the server did not count them
         return Turn(
             "assistant",
             self.text,
             model=self.model,
             status=self.status,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             seconds=round(self.seconds, 3),
             cell_id=cell_id,
             error=str(self.error) if self.error is not None else None,
+            meta=meta,
         )
 
     def set_usage(self, usage: Usage) -> None:
@@ -284,6 +315,7 @@ class ImageAnswer(Live):
             cell_id=cell_id,
             images=tuple(self.images),
             error=str(self.error) if self.error is not None else None,
+            meta=dict(self.meta),
         )
 
     def skip(self, listed: int, kept: int) -> None:

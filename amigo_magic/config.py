@@ -273,6 +273,11 @@ class Preferences:
     default_format: str = "markdown"
     throttle: float = 0.05
     context_budget: int = 2000  # tokens each {name} field may fill (amigo_magic.context)
+    cache: str = ""  # off | auto | replay (amigo_magic.replay); empty: $AMIGO_CACHE, else off
+    cache_file: str = ""  # portable recordings; empty: $AMIGO_CACHE_FILE, else the history db
+    params: Mapping[str, Any] = field(default_factory=dict)  # sent with every chat request
+    budget_tokens: int = 0  # this notebook's cap (amigo_magic.usage); 0: none
+    budget_usd: float = 0.0
 
     def settings(self, env: Mapping[str, str]) -> Settings:
         """Flag-free settings: these preferences over ``AMIGO_*`` variables over defaults."""

@@ -65,6 +65,29 @@ class AmigoSettings(Magics):
     local_model_path = Unicode(
         "", help="GGUF file for --model local. Empty: $AMIGO_LOCAL_MODEL, else SmolLM2-135M."
     ).tag(config=True)
+    cache = Enum(
+        ("", "off", "auto", "replay"),
+        "",
+        help="Recorded answers. off: always call; auto: an identical request reuses its recorded "
+        "answer, else calls and records; replay: never call (a request with no recording is an "
+        "error naming what differs). Empty: $AMIGO_CACHE, else off.",
+    ).tag(config=True)
+    cache_file = Unicode(
+        "",
+        help="Keep recordings in this file (relative to the notebook's folder), to commit beside "
+        "the notebook. Empty: $AMIGO_CACHE_FILE, else the history database.",
+    ).tag(config=True)
+    params = Dict(
+        {},
+        help="Model parameters sent with every chat request, e.g. {'seed': 7}; a cell's "
+        "-p KEY=VALUE wins.",
+    ).tag(config=True)
+    budget_tokens = Int(
+        0, help="This notebook's token cap: a request once it is reached is refused. 0: none."
+    ).tag(config=True)
+    budget_usd = Float(
+        0.0, help="This notebook's cost cap in US dollars (known prices). 0: none."
+    ).tag(config=True)
     nested_asyncio = Bool(
         True, help="asyncio.run() in a cell (where the kernel's loop runs) runs the coroutine on "
         "a loop of its own in a helper thread. False: it raises, as in plain IPython."
@@ -105,6 +128,13 @@ class AmigoSettings(Magics):
             )
         return int(value)
 
+    @validate("budget_tokens", "budget_usd")
+    def _budget(self, proposal: Any) -> float:
+        name, value = proposal["trait"].name, proposal["value"]
+        if not value >= 0:
+            raise TraitError(f"AmigoMagics.{name} must be 0 (no cap) or more; got {value}.")
+        return value  # type: ignore[no-any-return]
+
     @validate("throttle", "connect_timeout", "read_timeout", "image_timeout")
     def _seconds(self, proposal: Any) -> float:
         name, value = proposal["trait"].name, proposal["value"]
@@ -135,4 +165,9 @@ class AmigoSettings(Magics):
             default_format=self.default_format,
             throttle=self.throttle,
             context_budget=self.context_budget,
+            cache=self.cache,
+            cache_file=self.cache_file,
+            params=dict(self.params),
+            budget_tokens=self.budget_tokens,
+            budget_usd=self.budget_usd,
         )

@@ -77,6 +77,10 @@ class AmigoMagics(AmigoSettings):
     @argument("-t", "--temperature", type=float, help="sampling temperature, 0 to 2")
     @argument("--top-p", type=float, help="nucleus sampling, 0 to 1")
     @argument("--max-tokens", type=int, help="longest answer, in tokens")
+    @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="any "
+              "model parameter (JSON when it parses, else a string); may be repeated")  # fmt: skip
+    @argument("--effort", choices=("low", "medium", "high"), help="reasoning_effort")
+    @argument("--fresh", action="store_true", help="call the model even if a recording answers")
     @argument("--no-history", action="store_true", help="send this prompt alone")
     @argument("--no-interpolate", action="store_true", help="send {braces} as written")
     @argument("-o", "--out", help="also store the answer text in this variable")
@@ -146,6 +150,9 @@ class AmigoMagics(AmigoSettings):
             max_tokens=args.max_tokens,
             use_history=not args.no_history,
             cell_id=cell_id(self.shell),
+            params=args.param,
+            effort=args.effort,
+            fresh=args.fresh,
         )
         if args.dry_run:
             return self.session.preview(prompt, options)
@@ -213,6 +220,7 @@ class AmigoMagics(AmigoSettings):
     @magic_arguments()
     @argument("-m", "--model", help="image model (flux, dalle, recraft, …)")
     @argument("-c", "--chat", default="default", help="named conversation of this notebook")
+    @argument("--fresh", action="store_true", help="draw even if a recording answers")
     @argument("prompt", nargs="*", help="what to draw")
     @no_var_expand
     @line_cell_magic
@@ -231,7 +239,7 @@ class AmigoMagics(AmigoSettings):
         text = cell if cell is not None else " ".join(args.prompt)
         prompt = self.session.prompt(text, self.namespace())
         options = self.session.options(
-            chat=args.chat, model=args.model, cell_id=cell_id(self.shell)
+            chat=args.chat, model=args.model, cell_id=cell_id(self.shell), fresh=args.fresh
         )
         answer = self.session.image(prompt, options)
         self.show_notices()

@@ -69,10 +69,25 @@ def _m003_turn_meta(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE turns ADD COLUMN meta TEXT")
 
 
+def _m004_recordings(db: sqlite3.Connection) -> None:
+    """Recorded answers (``AmigoMagics.cache``), one per request fingerprint: the record is
+    :class:`~amigo_magic.cache.Recording`'s JSON; :mod:`.cache` reads and writes them."""
+    db.execute(
+        """CREATE TABLE recordings (
+            key TEXT PRIMARY KEY,
+            notebook TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            record TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX recordings_by_notebook ON recordings (notebook, created)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _m001_initial,
     _m002_reply_links,
     _m003_turn_meta,
+    _m004_recordings,
 )
 
 

@@ -11,7 +11,7 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from .catalog import Model
@@ -50,13 +50,15 @@ class Message(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class ChatParams:
-    """Sampling parameters, with the reference's defaults."""
+    """Sampling parameters, with the reference's defaults; ``extra`` are any others (``-p
+    KEY=VALUE``, ``AmigoMagics.params``), put into the request body as given, over these."""
 
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     max_tokens: int = 4000
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def chat_body(
     chat_id: str,
     stream: bool,
 ) -> dict[str, Any]:
-    """The AmigoChat chat body, fields as the reference lists them."""
+    """The AmigoChat chat body, fields as the reference lists them (then ``params.extra``)."""
     return {
         "chatId": chat_id,
         "frequency_penalty": params.frequency_penalty,
@@ -137,6 +139,7 @@ def chat_body(
         "stream": stream,
         "temperature": params.temperature,
         "top_p": params.top_p,
+        **params.extra,
     }
 
 

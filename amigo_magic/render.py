@@ -62,7 +62,8 @@ def _one_line(value: str) -> str:
 def _usage_parts(state: AnswerState) -> list[str]:
     if state.tokens is None:
         return []
-    parts = [f"{state.tokens} token{'' if state.tokens == 1 else 's'}"]
+    about = "~" if state.tokens_estimated else ""  # the server did not count them (yet)
+    parts = [f"{about}{state.tokens} token{'' if state.tokens == 1 else 's'}"]
     # A rate over a fraction of a second (a cached or echoed answer) is noise, not a speed.
     if state.phase in ("streaming", "done") and state.seconds >= 0.25:
         parts.append(f"{state.tokens / state.seconds:.1f} tok/s")

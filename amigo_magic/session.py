@@ -32,9 +32,11 @@ from .config import (
 from .context import Preview, Prompt, build_messages
 from .errors import ConfigError
 from .history import HistoryStore, Turn
+from .model_params import request_params
 from .pacer import follow, follow_async
 from .pictures import MAX_PICTURES, PictureFetcher
 from .protocol import ChatParams, Finish, Progress, StreamWarning, TextDelta, Usage
+from .replay import SessionCache
 from .routing import Target, resolve_target
 from .runner import Runner
 from .session_library import ExportReport, Library
@@ -70,6 +72,8 @@ class AskOptions:
     use_history: bool = True
     max_history: int = 20
     cell_id: str | None = None
+    fmt: str = "markdown"  # part of the replay key
+    fresh: bool = False  # --fresh: call even when a recording answers (cache = auto)
 
 
 class ChatSession(Library):
@@ -99,6 +103,7 @@ class ChatSession(Library):
         self._pictures = PictureFetcher()
         self._asked: dict[Live, tuple[str, Turn]] = {}  # live answer → (notebook, its prompt)
         self._notices: list[str] = []
+        self.cache = SessionCache(self)  # budget, cache plan, recordings: before any request
         runner.on_close(self.aclose)
 
     @classmethod
@@ -149,14 +154,18 @@ class ChatSession(Library):
         max_tokens: int | None = None,
         use_history: bool = True,
         cell_id: str | None = None,
+        params: Sequence[str] = (),
+        effort: str | None = None,
+        fresh: bool = False,
     ) -> AskOptions:
-        """The one builder of a chat request's options: what the caller says, else the
-        preferences (``max_tokens``, ``max_history``, ``system_prompt``), else the defaults."""
+        """The one builder of a chat request's options: what the caller says (``params``: -p
+        items), else the preferences (``max_tokens``, ``system_prompt``…), else the defaults."""
         prefs = self.preferences()
-        params = ChatParams(
+        sampling = ChatParams(
             temperature=_bounded(temperature, DEFAULT_TEMPERATURE, 0, 2, "--temperature"),
             top_p=_bounded(top_p, DEFAULT_TOP_P, 0, 1, "--top-p"),
             max_tokens=int(_bounded(max_tokens, prefs.max_tokens, 1, 1_000_000, "--max-tokens")),
+            extra=request_params(prefs.params, params, effort),
         )
         parts = (system or prefs.system_prompt, FORMAT_HINTS.get(fmt))
         system_text = self.clean("\n\n".join(part for part in parts if part), "system message")
@@ -164,10 +173,12 @@ class ChatSession(Library):
             chat=chat,
             model=model,
             system=system_text or None,
-            params=params,
+            params=sampling,
             use_history=use_history,
             max_history=prefs.max_history,
             cell_id=cell_id,
+            fmt=fmt,
+            fresh=fresh,
         )
 
     def prompt(
@@ -207,7 +218,7 @@ class ChatSession(Library):
     def take_notices(self) -> list[str]:
         """What the user should be told since the last call: the store's news, fixed input."""
         found, self._notices = self._notices, []
-        return found + self.store.take_notices()
+        return found + self.store.take_notices() + self.cache.notices()
 
     # -- chat ----------------------------------------------------------------------------------
 
@@ -223,6 +234,7 @@ class ChatSession(Library):
         settings = settings or self.settings()
         prompt = Prompt(prompt) if isinstance(prompt, str) else prompt
         target = self._chat_target(options, settings, prompt)
+        plan = self.cache.before_chat(prompt, options, target)  # may refuse: nothing written
         window_size = options.max_history * 2 + 2  # room for exchanges window() leaves out
         notebook = self.notebook
         asked = Turn(
@@ -251,6 +263,7 @@ class ChatSession(Library):
             answer.warn(unsaved)
         self._asked[answer] = (notebook, asked)
         request = ChatRequest(target.model, messages, options.params)
+        self.cache.start(plan, answer, target, messages, options.params.extra)
         stream = partial(self._stream, answer, request, target, settings)
         answer.running(self._runner.submit(self._run(answer, stream, options.cell_id)))
         return answer
@@ -287,9 +300,10 @@ class ChatSession(Library):
     async def _stream(
         self, answer: Answer, request: ChatRequest, target: Target, settings: Settings
     ) -> None:
-        backend = self._backend(target, settings)
+        replay = self.cache.replay(answer)  # a recording answers it: the source of its events
+        source = replay if replay is not None else self._backend(target, settings).chat(request)
         add_text = answer.add_text  # the per-token path: one bound call
-        async with aclosing(backend.chat(request)) as events:
+        async with aclosing(source) as events:
             async for event in events:
                 kind = type(event)
                 if kind is TextDelta:
@@ -302,6 +316,7 @@ class ChatSession(Library):
                     answer.warn(event.message)  # type: ignore[union-attr]
                 elif kind is Progress:
                     answer.progress(event.phase)  # type: ignore[union-attr, arg-type]
+        self.cache.completed(answer)  # recorded (cache auto or replay; never a replay itself)
 
     async def _run(
         self, live: Live, work: Callable[[], Awaitable[None]], cell_id: str | None
@@ -388,6 +403,7 @@ class ChatSession(Library):
             )
         if not prompt.strip():
             raise ConfigError("Say what to draw: %amigo_image a lighthouse at dusk")
+        plan = self.cache.before_image(prompt, options, target)  # may refuse: nothing written
         asked = Turn("user", prompt, model=target.label, cell_id=options.cell_id)
         unsaved = self.store.add(
             self.notebook, options.chat, asked, replace_cell=bool(options.cell_id)
@@ -396,16 +412,20 @@ class ChatSession(Library):
         if unsaved:
             answer.warn(unsaved)
         self._asked[answer] = (self.notebook, asked)
+        self.cache.start(plan, answer, target)
         draw = partial(self._draw, answer, target, settings)
         answer.running(self._runner.submit(self._run(answer, draw, options.cell_id)))
         return answer
 
     async def _draw(self, answer: ImageAnswer, target: Target, settings: Settings) -> None:
+        if (recorded := self.cache.pictures(answer)) is not None:  # a replay: no request
+            return answer.add_images(recorded)
         backend = self._backend(target, settings)
         result = await backend.image(ImageRequest(target.model, answer.prompt))
         answer.skip(len(result.images), MAX_PICTURES)  # a reply may list any number
         for image in result.images[:MAX_PICTURES]:
             answer.add_images([await self._pictures.fetch(image, answer.prompt, settings)])
+        self.cache.drawn(answer)
 
     # -- lifetime ------------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ HELP = [
     ("%amigo reset [-c CHAT | --all]", "forget a chat (or all of this notebook's)"),
     ("%amigo session [NAME]", "show or set this notebook's history name"),
     ("%amigo export PATH [--format md|json] [-c CHAT] [--force]", "save a chat"),
+    ("%amigo usage [--chat NAME] [--all]", "requests, tokens and cost per model (and day)"),
     ("%amigo fix", "ask the model to explain the last error and fix it"),
     ("%amigo config", "effective settings (the key is never shown)"),
     ("%amigo key", "enter an API key without echo; kept in memory only"),
@@ -254,6 +255,22 @@ def _config(magics: AmigoMagics, argv: list[str]) -> Rich:
         ("notebook", m.session.notebook),
     ]  # fmt: skip
     return config_table(rows)
+
+
+@_verb("usage")
+def _usage(magics: AmigoMagics, argv: list[str]) -> Any:
+    from IPython.display import display
+
+    from .render import config_table, notice
+
+    parser = _parser("%amigo usage")
+    parser.add_argument("-c", "--chat", default=None)
+    parser.add_argument("--all", action="store_true", help="every notebook, per day")
+    args = parser.parse_args(argv)
+    found = magics.session.cache.usage(args.chat, everything=args.all)
+    if found.rows:
+        display(config_table(found.rows, headers=found.headers))
+    return notice(found.summary)
 
 
 @_verb("key")

@@ -39,9 +39,10 @@ def exchange(
 def test_schema_wal_and_migrations(tmp_path: Path, db: SQLiteStore) -> None:
     raw = sqlite3.connect(tmp_path / "history.db")
     assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert raw.execute("PRAGMA user_version").fetchone() == (3,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (4,)
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     expected = {"turns_by_chat", "turns_by_time", "turns_by_cell", "turns_by_uid", "images_by_turn"}
+    expected.add("recordings_by_notebook")  # m004: recorded answers (amigo_magic.cache)
     assert expected <= indexes
     raw.close()
     SQLiteStore(tmp_path / "history.db").close()  # re-opening migrates nothing twice

@@ -121,6 +121,7 @@ class LocalBackend:
                 "max_tokens": params.max_tokens,
                 "frequency_penalty": params.frequency_penalty,
                 "presence_penalty": params.presence_penalty,
+                **params.extra,  # only those llama.cpp knows (model_params.check_local)
             }
             loop = asyncio.get_running_loop()
             chunks: asyncio.Queue[Any] = asyncio.Queue()

@@ -63,6 +63,7 @@ class OpenAIBackend:
             "max_tokens": params.max_tokens,
             "frequency_penalty": params.frequency_penalty,
             "presence_penalty": params.presence_penalty,
+            **params.extra,  # -p KEY=VALUE, AmigoMagics.params
         }
         url = f"{self._base}/chat/completions"
 

@@ -1,0 +1,459 @@
+"""Recorded answers: the request fingerprint, and the stores that keep a recording per request.
+
+A request's identity is a hash of its normalised parts (:func:`request_parts`): the kind (chat
+or image), the target (backend, endpoint name) and model, the messages — a picture inside one
+by the hash of its bytes — the parameters and the format. Two requests with the same
+:func:`fingerprint` are the same request: ``AmigoMagics.cache = 'auto'`` answers the second from
+the first's :class:`Recording`; ``'replay'`` never calls a model, and a request with no recording
+is a :class:`ReplayMissError` that says what differs from the closest recording
+(:func:`explain_miss`).
+
+The API other modules build on is small: ``key = fingerprint(parts)``, then
+``store.lookup(key)`` → a :class:`Recording` or None, and ``store.record(recording)``;
+``store.closest(parts)`` for a miss's explanation. :func:`open_recordings` gives the store:
+the history database's ``recordings`` table (migration m004) by default, or a portable
+JSON-lines file (``AmigoMagics.cache_file``, ``$AMIGO_CACHE_FILE``) meant to be committed beside
+the notebook — one recording per line, appended, the last line of a key winning; a damaged line
+is skipped and counted, never rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .history import StoredImage
+
+__all__ = [
+    "CACHE_MODES",
+    "DatabaseRecordings",
+    "FileRecordings",
+    "MemoryRecordings",
+    "Recording",
+    "Recordings",
+    "ReplayMissError",
+    "explain_miss",
+    "fingerprint",
+    "open_recordings",
+    "request_parts",
+]
+
+log = logging.getLogger("amigo_magic.cache")
+
+CACHE_MODES = ("off", "auto", "replay")
+FORMAT_VERSION = 1
+CLOSEST_SCAN = 2000  # recordings compared at most when explaining a miss
+
+
+class ReplayMissError(ConfigError):
+    """``cache = 'replay'`` and this request was never recorded: nothing was sent."""
+
+
+def _hashed(value: Any) -> Any:
+    """``value`` with every ``data:…;base64,…`` string (a picture) replaced by its hash."""
+    if isinstance(value, str):
+        if value.startswith("data:") and ";base64," in value[:100]:
+            return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _hashed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hashed(v) for v in value]
+    return value
+
+
+def request_parts(
+    *,
+    kind: str,
+    backend: str,
+    endpoint: str | None,
+    model: str,
+    messages: Sequence[Mapping[str, Any]] = (),
+    params: Mapping[str, Any] | None = None,
+    fmt: str = "markdown",
+    prompt: str | None = None,
+) -> dict[str, Any]:
+    """A request's normalised parts, as JSON-ready values: what its fingerprint is made of."""
+    parts: dict[str, Any] = {
+        "kind": kind,
+        "target": f"{backend}:{endpoint}" if endpoint else backend,
+        "model": model,
+        "params": _hashed(dict(params or {})),
+        "format": fmt,
+    }
+    if kind == "image":
+        parts["prompt"] = prompt or ""
+    else:
+        parts["messages"] = _hashed([dict(m) for m in messages])
+    return parts
+
+
+def fingerprint(parts: Mapping[str, Any]) -> str:
+    """The request's key: the SHA-256 of its parts as canonical JSON."""
+    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One recorded answer: the request it answered and what came back."""
+
+    key: str
+    request: Mapping[str, Any]
+    text: str = ""
+    reasoning: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    estimated: bool = False  # the token counts are estimates: the server did not say
+    finish: str | None = None
+    images: tuple[StoredImage, ...] = ()
+    created: float = field(default_factory=time.time)
+    notebook: str = ""
+
+    @property
+    def when(self) -> str:
+        """When it was recorded, as ``2026-12-01 23:50 UTC``."""
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.created))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": FORMAT_VERSION,
+            "key": self.key,
+            "created": self.created,
+            "notebook": self.notebook,
+            "request": self.request,
+            "answer": {
+                "text": self.text,
+                "reasoning": self.reasoning,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "estimated": self.estimated,
+                "finish": self.finish,
+                "images": [
+                    {"mime": i.mime, "alt": i.alt, "data": base64.b64encode(i.data).decode()}
+                    for i in self.images
+                ],
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Recording:
+        """A recording from :meth:`to_json`'s value; ValueError if it is not one."""
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            raise ValueError("not a recording")
+        answer, request = data.get("answer"), data.get("request")
+        if not isinstance(answer, dict) or not isinstance(request, dict):
+            raise ValueError("a recording without its request or answer")
+        images = tuple(
+            StoredImage(str(i["mime"]), base64.b64decode(i["data"], validate=True), str(i["alt"]))
+            for i in answer.get("images") or ()
+        )
+        counts = [answer.get(k) for k in ("prompt_tokens", "completion_tokens")]
+        return cls(
+            key=data["key"],
+            request=request,
+            text=str(answer.get("text") or ""),
+            reasoning=str(answer.get("reasoning") or ""),
+            prompt_tokens=counts[0] if isinstance(counts[0], int) else None,
+            completion_tokens=counts[1] if isinstance(counts[1], int) else None,
+            estimated=bool(answer.get("estimated")),
+            finish=answer.get("finish") if isinstance(answer.get("finish"), str) else None,
+            images=images,
+            created=float(data.get("created") or 0.0),
+            notebook=str(data.get("notebook") or ""),
+        )
+
+
+class Recordings:
+    """Where recordings live. ``where`` names it for messages; ``notices`` holds one-line news
+    about it (damaged entries skipped) for the front end to show once."""
+
+    where = "memory"
+
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+        self._lock = threading.Lock()
+
+    def lookup(self, key: str) -> Recording | None:
+        """The recording of the request whose fingerprint is ``key``, if any."""
+        raise NotImplementedError
+
+    def record(self, recording: Recording) -> None:
+        """Keep ``recording`` (replacing one of the same key)."""
+        raise NotImplementedError
+
+    def recent(self, notebook: str | None = None) -> Iterable[Recording]:
+        """Recordings, newest first (this notebook's first when ``notebook`` is given)."""
+        raise NotImplementedError
+
+    def closest(self, parts: Mapping[str, Any], notebook: str | None = None) -> Recording | None:
+        """The recording whose request has the most in common with ``parts``."""
+        best: tuple[int, Recording] | None = None
+        for count, recording in enumerate(self.recent(notebook)):
+            if count >= CLOSEST_SCAN:
+                break
+            score = _likeness(parts, recording.request)
+            if best is None or score > best[0]:
+                best = (score, recording)
+        return best[1] if best else None
+
+    def close(self) -> None:
+        """Release the file or connection."""
+
+
+class MemoryRecordings(Recordings):
+    """Recordings for this kernel only (the history itself is in memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items: dict[str, Recording] = {}
+
+    def lookup(self, key: str) -> Recording | None:
+        return self._items.get(key)
+
+    def record(self, recording: Recording) -> None:
+        with self._lock:
+            self._items.pop(recording.key, None)
+            self._items[recording.key] = recording
+
+    def recent(self, notebook: str | None = None) -> Iterable[Recording]:
+        return reversed(list(self._items.values()))
+
+
+class FileRecordings(MemoryRecordings):
+    """A portable JSON-lines file: read once (again when it changes), appended to."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.where = str(self.path)
+        self._seen: tuple[int, int] | None = None  # (size, mtime_ns) of what was read
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._items, self._seen = {}, None
+            return
+        except OSError as error:
+            raise ConfigError(
+                f"The cache file {self.path} cannot be read ({error}): check AMIGO_CACHE_FILE."
+            ) from None
+        if self._seen == (stat.st_size, stat.st_mtime_ns):
+            return
+        items: dict[str, Recording] = {}
+        damaged = 0
+        try:
+            with self.path.open("rb") as file:
+                lines = file.read().splitlines()
+        except OSError as error:
+            raise ConfigError(f"The cache file {self.path} cannot be read ({error}).") from None
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                recording = Recording.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                damaged += 1
+                continue
+            items.pop(recording.key, None)
+            items[recording.key] = recording
+        if damaged:
+            self.notices.append(
+                f"⚠ The cache file {self.path} has {damaged} damaged line"
+                f"{'s' if damaged != 1 else ''} (not a recording); skipped — they are left in "
+                "the file, and a request they recorded is called again (auto) or refused "
+                "(replay)."
+            )
+        self._items, self._seen = items, (stat.st_size, stat.st_mtime_ns)
+
+    def lookup(self, key: str) -> Recording | None:
+        with self._lock:
+            self._refresh()
+            return self._items.get(key)
+
+    def recent(self, notebook: str | None = None) -> Iterable[Recording]:
+        with self._lock:
+            self._refresh()
+            return list(reversed(list(self._items.values())))
+
+    def record(self, recording: Recording) -> None:
+        line = json.dumps(recording.to_json(), ensure_ascii=False, sort_keys=True) + "\n"
+        with self._lock:
+            self._refresh()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as file:
+                    if file.tell() and not _ends_with_newline(self.path):
+                        file.write("\n")  # a damaged last line stays a line of its own
+                    file.write(line)
+                    file.flush()
+                    os.fsync(file.fileno())
+            except OSError as error:
+                self.notices.append(f"⚠ The answer was not recorded in {self.path} ({error}).")
+                return
+            self._items.pop(recording.key, None)
+            self._items[recording.key] = recording
+            stat = self.path.stat()
+            self._seen = (stat.st_size, stat.st_mtime_ns)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) == b"\n"
+
+
+class DatabaseRecordings(Recordings):
+    """The ``recordings`` table of the history database (created by migration m004), on a
+    connection of its own."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.where = f"the history database ({path})"
+        self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+
+    def lookup(self, key: str) -> Recording | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM recordings WHERE key = ?", (key,))
+            found = row.fetchone()
+        return self._load(found[0]) if found else None
+
+    def _load(self, text: str) -> Recording | None:
+        try:
+            return Recording.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError):
+            self.notices.append("⚠ A damaged recording in the history database was skipped.")
+            return None
+
+    def record(self, recording: Recording) -> None:
+        text = json.dumps(recording.to_json(), ensure_ascii=False, sort_keys=True)
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO recordings (key, notebook, created, record) "
+                    "VALUES (?, ?, ?, ?)",
+                    (recording.key, recording.notebook, recording.created, text),
+                )
+        except sqlite3.Error as error:
+            self.notices.append(f"⚠ The answer was not recorded ({error}).")
+
+    def recent(self, notebook: str | None = None) -> Iterable[Recording]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM recordings ORDER BY notebook = ? DESC, created DESC LIMIT ?",
+                (notebook or "", CLOSEST_SCAN),
+            ).fetchall()
+        for (text,) in rows:
+            recording = self._load(text)
+            if recording is not None:
+                yield recording
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def open_recordings(cache_file: str, history_path: str, base: str | Path = ".") -> Recordings:
+    """The store for recordings: ``cache_file`` (relative to ``base``, the notebook's folder)
+    when set, else the history database at ``history_path`` (memory if that is memory)."""
+    if cache_file:
+        path = Path(cache_file).expanduser()
+        return FileRecordings(path if path.is_absolute() else Path(base) / path)
+    if history_path == ":memory:":
+        return MemoryRecordings()
+    try:
+        return DatabaseRecordings(history_path)
+    except sqlite3.Error as error:
+        log.warning("recordings kept in memory: %s", error)
+        return MemoryRecordings()
+
+
+# -- explaining a miss --------------------------------------------------------------------------
+
+
+def _likeness(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
+    score = sum(2 for key in ("kind", "target", "model", "format") if a.get(key) == b.get(key))
+    score += a.get("params") == b.get("params")
+    messages_a, messages_b = a.get("messages") or [], b.get("messages") or []
+    if messages_a and messages_b and messages_a[-1] == messages_b[-1]:
+        score += 4
+    if a.get("prompt") is not None and a.get("prompt") == b.get("prompt"):
+        score += 4
+    score += sum(1 for x, y in zip(messages_a, messages_b, strict=False) if x == y)
+    return score
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _content(message: Mapping[str, Any] | None) -> Any:
+    return None if message is None else message.get("content")
+
+
+def difference(now: Mapping[str, Any], then: Mapping[str, Any]) -> str:
+    """What differs between two requests' parts, in a few words."""
+    for key, what in (("kind", "the kind"), ("target", "the backend"), ("model", "the model")):
+        if now.get(key) != then.get(key):
+            return f"{what} differs ({_short(then.get(key))} recorded, now {_short(now.get(key))})"
+    params_now, params_then = now.get("params") or {}, then.get("params") or {}
+    changed = sorted(
+        k for k in {*params_now, *params_then} if params_now.get(k) != params_then.get(k)
+    )
+    if changed:
+        shown = ", ".join(
+            f"{k}: {_short(params_then.get(k, 'unset'), 20)} recorded, now "
+            f"{_short(params_now.get(k, 'unset'), 20)}"
+            for k in changed[:3]
+        )
+        return f"the parameters differ ({shown})"
+    if now.get("format") != then.get("format"):
+        return f"the format differs ({then.get('format')} recorded, now {now.get('format')})"
+    if now.get("kind") == "image":
+        prompts = _short(then.get("prompt")), _short(now.get("prompt"))
+        return f"the prompt differs ({prompts[0]} recorded, now {prompts[1]})"
+    messages_now, messages_then = now.get("messages") or [], then.get("messages") or []
+    last_now = messages_now[-1] if messages_now else None
+    last_then = messages_then[-1] if messages_then else None
+    if _content(last_now) != _content(last_then):
+        return (
+            f"the prompt differs ({_short(_content(last_then))} recorded, now "
+            f"{_short(_content(last_now))})"
+        )
+    system_now = [m for m in messages_now if m.get("role") == "system"]
+    system_then = [m for m in messages_then if m.get("role") == "system"]
+    if system_now != system_then:
+        return "the system message differs"
+    earlier_now, earlier_then = (
+        len(messages_now) - 1 - len(system_now),
+        len(messages_then) - 1 - len(system_then),
+    )
+    if earlier_now != earlier_then:
+        return f"the history differs ({earlier_then} earlier messages recorded, now {earlier_now})"
+    return "the history differs (an earlier message changed)"
+
+
+def explain_miss(parts: Mapping[str, Any], closest: Recording | None, where: str) -> str:
+    """The one line of a replay miss: nothing was sent, what differs, what to do."""
+    head = "No recorded answer for this request (AmigoMagics.cache = 'replay', nothing sent)"
+    fix = "Record it with AmigoMagics.cache = 'auto' (or %env AMIGO_CACHE=auto)."
+    if closest is None:
+        return f"{head}, and {where} holds no recordings. {fix}"
+    return (
+        f"{head}: {difference(parts, closest.request)} from the closest recording "
+        f"({closest.when}, in {where}). {fix}"
+    )

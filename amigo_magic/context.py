@@ -230,7 +230,7 @@ class Preview:
             pictures = () if isinstance(message["content"], str) else self.pictures
             tokens = estimate_tokens(text) + sum(picture.tokens for picture in pictures)
             lines += [f"── {message['role']} · ~{tokens:,} tokens ──", text]
-            lines += [f"[picture {n}: {p.describe()}]" for n, p in enumerate(pictures, 1)]
+            lines += [f"[image part {n}: {p.describe()}]" for n, p in enumerate(pictures, 1)]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

@@ -18,12 +18,21 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import context, first_token, history, load, memory, notebook, throughput
+from benchmarks import context, first_token, history, load, memory, notebook, saved, throughput
 from benchmarks.common import Context, Row, clean_environment, progress
 from benchmarks.report import machine, summary, table
 from benchmarks.server import ServerProcess
 
-SECTIONS: list[ModuleType] = [throughput, notebook, first_token, load, memory, history, context]
+SECTIONS: list[ModuleType] = [
+    throughput,
+    notebook,
+    first_token,
+    load,
+    memory,
+    history,
+    context,
+    saved,
+]
 
 
 def main(argv: list[str] | None = None) -> int:

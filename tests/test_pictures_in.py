@@ -220,7 +220,7 @@ def test_a_preview_describes_its_pictures() -> None:
     shown = str(Preview("gpt-4o-mini", messages, "context: 1 picture", (picture,)))
     assert "~430 tokens (estimated) · context: 1 picture" in shown.splitlines()[0]
     assert (
-        f"── user · ~{1 + picture.tokens} tokens ──\nLook\n[picture 1: {{fig}}: PNG 640x480,"
+        f"── user · ~{1 + picture.tokens} tokens ──\nLook\n[image part 1: {{fig}}: PNG 640x480,"
         in shown
     )
     assert "base64" not in shown
@@ -290,8 +290,8 @@ def test_dry_run_shows_the_pictures_and_sends_nothing(
     assert (preview.pictures[0].width, preview.pictures[0].height) == (1024, 683)  # PIL is loaded
     assert len(image_parts(preview.messages[-1])) == 2  # type: ignore[arg-type]
     shown = str(preview)
-    assert "[picture 1: photo.png: PNG 1024x683," in shown
-    assert "[picture 2: {fig}: PNG " in shown
+    assert "[image part 1: photo.png: PNG 1024x683," in shown
+    assert "[image part 2: {fig}: PNG " in shown
     assert "context: 2 pictures · ~" in shown.splitlines()[0]
 
 

@@ -172,13 +172,14 @@ class AmigoMagics(AmigoSettings):
         """Stream ``answer`` into one display, throttled; block until it ends or is stopped."""
         from IPython.display import clear_output, display
 
-        from .render import answer_bundle
+        from .render import AnswerView, answer_bundle
 
-        data, metadata = answer_bundle(answer.snapshot())
+        view = AnswerView(fmt)  # type: ignore[arg-type]
+        data, metadata = view.bundle(answer.snapshot())
         handle = display(data, metadata=metadata, raw=True, display_id=True)
 
         def show(state: AnswerState) -> None:
-            data, metadata = answer_bundle(state)
+            data, metadata = view.bundle(state)
             handle.update(data, metadata=metadata, raw=True)
 
         self.session.follow(answer, show)

@@ -2,8 +2,11 @@
 
 Pure of IPython: functions return plain ``(data, metadata)`` dicts, or :class:`Rich` objects with
 ``_repr_mimebundle_``, that the kernel side displays. Model text reaches a bundle only through
-:mod:`.sanitize`. While an answer streams, updates only escape text (each update re-sends the
-whole answer, so per-update work stays linear); markdown is rendered once, at the end.
+:mod:`.sanitize`. A markdown answer's bundle is ``text/markdown`` (made safe) and ``text/plain``:
+the front end's own renderer formats it — code highlighting, math, tables, theme colours — and
+the saved notebook holds the answer twice, not three times. While it streams, an
+:class:`AnswerView` keeps the finished blocks' markdown between updates and shows the block
+still being written as plain code (:mod:`.live_markdown`), so the work per update stays bounded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "AnswerFormat",
     "AnswerState",
     "Phase",
+    "AnswerView",
     "Rich",
     "answer_bundle",
     "chats_table",
@@ -95,11 +99,14 @@ def status_text(state: AnswerState) -> str:
     return line
 
 
-def _status_div(status: str) -> str:
-    return (
-        '<div class="amigo-status" style="color: #6b7280; font-size: 0.85em; margin-top: 0.4em">'
-        f"{html.escape(status)}</div>"
-    )
+_STATUS_STYLE = "opacity: 0.8; font-size: 0.85em; margin-top: 0.4em"  # the theme's own colour
+
+
+def _status_div(status: str, *, live: bool = False) -> str:
+    # "$" as an entity: a front end's math pass must not pair two of them in a status line.
+    escaped = html.escape(status).replace("$", "&#36;")
+    classes = "amigo-status amigo-live" if live else "amigo-status"
+    return f'<div class="{classes}" style="{_STATUS_STYLE}">{escaped}</div>'
 
 
 _ASCII_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -128,14 +135,38 @@ def _answer_metadata(state: AnswerState, fmt: AnswerFormat) -> dict[str, Any]:
 
 
 def answer_bundle(
-    state: AnswerState, *, fmt: AnswerFormat = "markdown"
+    state: AnswerState, *, fmt: AnswerFormat = "markdown", view: AnswerView | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(data, metadata)`` for displaying ``state``.
+class AnswerView:
+    """One answer's display across its updates: what its live markdown already rendered."""
 
-    While the answer is live (thinking, loading, streaming) the bundle is cheap: escaped text and
-    plain text, no markdown. Once final (done, stopped, error) it is rendered in ``fmt``.
-    ``fmt="json"`` on a done answer raises :class:`ValueError` with a one-line message when the
-    text is not JSON; a stopped or failed JSON answer is shown as text.
+    def __init__(self, fmt: AnswerFormat = "markdown") -> None:
+        from .live_markdown import LiveMarkdown  # imports the sanitiser: the first update only
+
+        self.fmt = fmt
+        self.live = LiveMarkdown()
+
+    def bundle(self, state: AnswerState) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The live bundle while ``state`` streams, then the final one in this view's format."""
+        return answer_bundle(state, fmt=self.fmt, view=self)
+
+
+def _live_markdown(text: str, view: AnswerView | None) -> str:
+    if view is not None and view.fmt in ("markdown", "code"):
+        return view.live.markdown(text)
+    from .live_markdown import tail_block
+
+    return tail_block(text.strip("\n")) if text.strip() else ""
+
+
+
+    While the answer is live (thinking, loading, streaming) its ``text/markdown`` is the finished
+    blocks formatted (with a ``view``, whose work between updates is bounded) and the block
+    being written as plain code; without a view, all of it as plain code. Once final (done,
+    stopped, error) it is rendered in ``fmt``. ``fmt="json"`` on a done answer raises
+    :class:`ValueError` with a one-line message when the text is not JSON; a stopped or failed
+    JSON answer is shown as text.
     """
     if fmt not in _FORMATS:
         supported = ", ".join(sorted(_FORMATS))
@@ -146,14 +177,16 @@ def answer_bundle(
     if state.phase in LIVE_PHASES:
         data = {
             "text/plain": _plain(text, status),
-            "text/html": escape_stream_html(text) + _status_div(status),
         }
+        body = _live_markdown(text, view)
+        live_status = _status_div(status, live=True)
     elif fmt == "json" and state.phase == "done":
+            "text/markdown": f"{body}\n\n{live_status}" if body else live_status,
         data = _json_data(text)
     elif fmt in ("text", "json"):
         data = {"text/plain": _plain(text, status)}
     elif fmt == "html":
-        from . import sanitize  # the final render only: live updates never load markdown-it
+        from . import sanitize
 
         data = {
             "text/html": sanitize.sanitize_html(text) + _status_div(status),
@@ -166,18 +199,11 @@ def answer_bundle(
 
         status = f"{status} · shown unformatted (over {UNFORMATTED_ABOVE >> 10} KB)"
         data = {
-            "text/markdown": sanitize.as_code_block(text, after=f"*{_markdown_literal(status)}*"),
-            "text/html": escape_stream_html(text) + _status_div(status),
+            "text/markdown": sanitize.as_code_block(text, after=_status_div(status)),
             "text/plain": _plain(text, status),
         }
     else:
-        from . import sanitize
-
-        data = {
-            "text/markdown": _final_markdown(text, status),
-            "text/html": sanitize.safe_html_from_markdown(text) + _status_div(status),
-            "text/plain": _plain(text, status),
-        }
+        data = {"text/markdown": _final_markdown(text, status), "text/plain": _plain(text, status)}
     return data, metadata
 
 
@@ -203,10 +229,9 @@ def escape_stream_html(text: str) -> str:
 def _final_markdown(text: str, status: str) -> str:
     from . import sanitize
 
-    status_md = f"*{_markdown_literal(status)}*"
     if not text.strip():
-        return status_md
-    return f"{sanitize.safe_markdown_closed(text)}\n\n{status_md}"
+        return _status_div(status)
+    return f"{sanitize.safe_markdown_closed(text)}\n\n{_status_div(status)}"
 
 
 _JSON_FENCE = re.compile(
@@ -391,7 +416,6 @@ def transcript(turns: Sequence[Turn], *, chat: str) -> Rich:
     return Rich(
         {
             "text/markdown": sanitize.safe_markdown(md),
-            "text/html": sanitize.safe_html_from_markdown(md),
             "text/plain": "\n".join(plain).rstrip(),
         },
         {"amigo": {"chat": chat, "turns": len(turns)}},

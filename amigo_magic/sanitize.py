@@ -28,6 +28,8 @@ from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
+from . import math_text, md_layout
+
 __all__ = [
     "as_code_block",
     "extract_code",
@@ -363,7 +365,8 @@ def _neutralize(text: str, code_ranges: Sequence[tuple[int, int]]) -> str:
 
 
 def _neutralize_prose(source: str) -> str:
-    return _escape_angle_brackets(_defuse_destinations(_images_to_links(source)))
+    # Math keeps its text (a markdown or HTML escape would change it); its "<" becomes "\\lt".
+    return math_text.protect(_defuse_destinations(_images_to_links(source)), _escape_angle_brackets)
 
 
 def _images_to_links(source: str) -> str:
@@ -482,4 +485,4 @@ def safe_markdown_closed(text: str) -> str:
     """:func:`safe_markdown`, with a fence left open at the end closed, so that text appended
     after it (a status line) is not swallowed into the code block."""
     markdown, tokens = _inert_markdown(text)
-    return _close_open_fence(markdown, tokens)
+    return _close_open_fence(md_layout.left_align_tables(markdown, tokens), tokens)

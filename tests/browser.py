@@ -377,7 +377,7 @@ _ANSWER_JS = """(cell) => {
   if (!output) return {live: false, text: ''};
   const copy = output.cloneNode(true);
   copy.querySelectorAll('.amigo-status').forEach((s) => s.remove());
-  return {live: !!output.querySelector('.amigo-stream'), text: copy.innerText.trim()};
+  return {live: !!output.querySelector('.amigo-live'), text: copy.innerText.trim()};
 }"""
 
 

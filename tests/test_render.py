@@ -19,8 +19,10 @@ import pytest
 from markdown_it import MarkdownIt
 
 from amigo_magic import sanitize
+from amigo_magic.live_markdown import LiveMarkdown
 from amigo_magic.render import (
     AnswerState,
+    AnswerView,
     answer_bundle,
     escape_stream_html,
     image_bundle,
@@ -163,6 +165,30 @@ def assert_inert_markdown(markdown: str) -> None:
         for child in [token, *(token.children or [])]:
             assert child.type not in ("html_block", "html_inline", "image"), (child, markdown)
     assert_inert_html(TRUSTING.render(markdown))
+
+
+# The one raw HTML an answer's markdown may hold: its status line, ours, with escaped text.
+STATUS_DIV = re.compile(
+    r'<div class="amigo-status( amigo-live)?" style="[a-z0-9:;. -]*">[^<>]*</div>\n?'
+)
+
+
+def assert_inert_answer(markdown: str) -> None:
+    """An answer's ``text/markdown``: inert model markdown, then only our status line."""
+    for token in TRUSTING.parse(markdown):
+        if token.type == "html_block":
+            assert STATUS_DIV.fullmatch(token.content), (token, markdown)
+            continue
+        for child in [token, *(token.children or [])]:
+            assert child.type not in ("html_block", "html_inline", "image"), (child, markdown)
+    assert_inert_html(TRUSTING.render(markdown))
+
+
+def status_of(markdown: str) -> str:
+    """The status line's text, as a reader sees it."""
+    found = STATUS_DIV.search(markdown)
+    assert found, markdown
+    return html.unescape(re.sub(r"<[^>]*>", "", found.group(0))).strip()
 
 
 # ------------------------------------------------------------------------------------------
@@ -410,17 +436,61 @@ def test_status_text(changes: dict[str, object], expected: str) -> None:
 
 @pytest.mark.parametrize("phase", ["thinking", "loading", "streaming"])
 @pytest.mark.parametrize("fmt", ["markdown", "text", "html", "code", "json"])
-def test_live_bundle_is_cheap_escaped_text_and_never_markdown(phase: str, fmt: str) -> None:
+def test_live_bundle_without_a_view_is_plain_code(phase: str, fmt: str) -> None:
     live = state(phase=phase, text="**a** <script>x</script>")
     data, metadata = answer_bundle(live, fmt=fmt)  # type: ignore[arg-type]
     status = status_text(live)
-    assert set(data) == {"text/plain", "text/html"}
+    assert set(data) == {"text/plain", "text/markdown"}
     assert data["text/plain"] == f"**a** <script>x</script>\n\n{status}"
-    assert data["text/html"].startswith(escape_stream_html("**a** <script>x</script>"))
-    assert data["text/html"].endswith(f"{html.escape(status)}</div>")
-    assert 'class="amigo-status"' in data["text/html"]
-    assert_inert_html(data["text/html"])
+    assert data["text/markdown"].startswith("```\n**a** <script>x</script>\n```\n\n")
+    assert 'class="amigo-status amigo-live"' in data["text/markdown"]
+    assert status_of(data["text/markdown"]) == status
+    assert_inert_answer(data["text/markdown"])
     assert metadata["amigo"]["phase"] == phase
+
+
+def test_live_view_formats_finished_blocks_and_shows_the_tail_as_code() -> None:
+    view = AnswerView()
+    text = "# Title\n\nSome **bold** and $x < 1$.\n\n| a |\n| - |\n| $5 |\n\nstill **writ"
+    data, _ = view.bundle(state(phase="streaming", text=text))
+    markdown = data["text/markdown"]
+    assert markdown.startswith("# Title\n\nSome **bold** and $x \\lt  1$.\n\n| a |\n| :- |")
+    assert "\n\n```\nstill **writ\n```\n\n<div" in markdown
+    assert_inert_answer(markdown)
+    rendered = TRUSTING.render(markdown)
+    assert "<strong>bold</strong>" in rendered
+    assert "<pre><code>still **writ\n</code></pre>" in rendered
+    assert view.live.renders == 1
+
+
+def test_live_view_renders_again_only_when_a_block_finished_and_within_its_share() -> None:
+    now = [0.0]
+    calls: list[str] = []
+
+    def render(text: str) -> str:
+        calls.append(text)
+        now[0] += 0.01  # each render "takes" 10 ms
+        return text
+
+    live = LiveMarkdown(render, share=0.2, clock=lambda: now[0])
+    live.markdown("one\n\ntw")
+    live.markdown("one\n\ntwo and more")  # no new finished block: no render
+    assert calls == ["one\n\n"]
+    now[0] += 0.02  # 20 ms later: a new block finished, but 10 ms / 0.2 = 50 ms are not up
+    assert live.markdown("one\n\ntwo\n\nthr").endswith("```\ntwo\n\nthr\n```")
+    assert len(calls) == 1
+    now[0] += 0.05
+    assert live.markdown("one\n\ntwo\n\nthree") == "one\n\ntwo\n\n```\nthree\n```"
+    assert calls == ["one\n\n", "one\n\ntwo\n\n"]
+
+
+def test_live_view_never_cuts_inside_a_code_fence() -> None:
+    live = LiveMarkdown(lambda text: text, clock=lambda: 0.0)
+    text = "Intro\n\n```bash\necho $HOME\n\necho $PATH\n"
+    assert live.markdown(text) == "Intro\n\n````\n```bash\necho $HOME\n\necho $PATH\n````"
+    live = LiveMarkdown(lambda text: text, clock=lambda: 0.0)
+    closed = text + "```\n\nAfter"
+    assert live.markdown(closed).endswith("echo $PATH\n```\n\n```\nAfter\n```")
 
 
 def test_thinking_bundle_shows_only_the_status_as_text() -> None:
@@ -432,20 +502,16 @@ def test_thinking_bundle_shows_only_the_status_as_text() -> None:
 def test_final_markdown_bundle(fmt: str) -> None:
     final = state(text="# Hi\n\n<img src=x onerror=alert(1)> **bold**")
     data, metadata = answer_bundle(final, fmt=fmt)  # type: ignore[arg-type]
-    assert set(data) == {"text/markdown", "text/html", "text/plain"}
-    assert data["text/markdown"] == (
-        "# Hi\n\n&lt;img src=x onerror=alert(1)> **bold**\n\n"
-        "*gpt\\-4o · 120 tokens · 45\\.1 tok\\/s · 2\\.7 s*"
+    assert set(data) == {"text/markdown", "text/plain"}  # the answer twice, not three times
+    assert data["text/markdown"].startswith(
+        '# Hi\n\n&lt;img src=x onerror=alert(1)> **bold**\n\n<div class="amigo-status"'
     )
-    assert "<em>gpt-4o · 120 tokens · 45.1 tok/s · 2.7 s</em>" in TRUSTING.render(
-        data["text/markdown"]
-    )
-    assert "<h1>Hi</h1>" in data["text/html"]
-    assert "<strong>bold</strong>" in data["text/html"]
-    assert data["text/html"].endswith("gpt-4o · 120 tokens · 45.1 tok/s · 2.7 s</div>")
+    assert status_of(data["text/markdown"]) == "gpt-4o · 120 tokens · 45.1 tok/s · 2.7 s"
+    rendered = TRUSTING.render(data["text/markdown"])
+    assert "<h1>Hi</h1>" in rendered
+    assert "<strong>bold</strong>" in rendered
     assert data["text/plain"] == f"{final.text}\n\ngpt-4o · 120 tokens · 45.1 tok/s · 2.7 s"
-    assert_inert_markdown(data["text/markdown"])
-    assert_inert_html(data["text/html"])
+    assert_inert_answer(data["text/markdown"])
     assert metadata == {
         "amigo": {
             "model": "gpt-4o",
@@ -461,23 +527,23 @@ def test_final_markdown_bundle(fmt: str) -> None:
 def test_hostile_model_name_and_error_are_escaped_in_every_type() -> None:
     hostile = "<img src=x onerror=alert(1)>*[x](javascript:alert(1))"
     data, _ = answer_bundle(state(phase="error", model=hostile, error=hostile, text="partial"))
-    assert_inert_markdown(data["text/markdown"])
-    assert_inert_html(data["text/html"])
+    assert_inert_answer(data["text/markdown"])
     assert f"✖ {hostile} (partial answer kept)" in data["text/plain"]
-    rendered = TRUSTING.render(data["text/markdown"])
-    assert f"<em>✖ {html.escape(hostile, quote=False)} (partial answer kept)</em>" in rendered
+    assert status_of(data["text/markdown"]) == f"✖ {hostile} (partial answer kept)"
 
 
 def test_status_is_not_swallowed_by_an_unclosed_fence() -> None:
     data, _ = answer_bundle(state(phase="stopped", text="Here:\n\n```python\nprint(1)"))
-    assert data["text/markdown"].startswith("Here:\n\n```python\nprint(1)\n```\n\n*")
+    assert data["text/markdown"].startswith("Here:\n\n```python\nprint(1)\n```\n\n<div")
     rendered = TRUSTING.render(data["text/markdown"])
-    assert "print(1)\n</code></pre>\n<p><em>■ stopped by you" in rendered
+    assert 'print(1)\n</code></pre>\n<div class="amigo-status"' in rendered
+    assert status_of(data["text/markdown"]).startswith("■ stopped by you")
 
 
 def test_error_without_text_shows_only_the_status() -> None:
     data, _ = answer_bundle(state(phase="error", text="", error="Bad key"))
-    assert data["text/markdown"] == "*✖ Bad key*"
+    assert status_of(data["text/markdown"]) == "✖ Bad key"
+    assert data["text/markdown"].startswith('<div class="amigo-status"')
     assert data["text/plain"] == "✖ Bad key"
 
 
@@ -606,7 +672,7 @@ def test_very_long_answers_are_shown_unformatted_and_inert() -> None:
     state = AnswerState(text=text, model="m", chat="c", phase="done", seconds=1.0, tokens=9)
     data, _ = answer_bundle(state)
     assert "shown unformatted (over 256 KB)" in data["text/plain"]
-    assert "<script" not in data["text/html"]
+    assert set(data) == {"text/markdown", "text/plain"}
     assert data["text/markdown"].startswith("````\n<script>")  # inside a fence longer than any run
     assert data["text/plain"].startswith(text)
 
@@ -646,7 +712,6 @@ def test_deeply_nested_lists_keep_the_rest_of_the_answer(levels: int) -> None:
     state = AnswerState(text=text, model="m", chat="c", phase="done", seconds=1.0, tokens=9)
     data, _ = answer_bundle(state)
     for rendered in (
-        data["text/html"],  # the cell's HTML
         DEEP_RENDERER.render(data["text/markdown"]),  # the cell's markdown, as the front end
         safe_html_from_markdown(text),  # the panel's
     ):
@@ -672,7 +737,6 @@ def test_nesting_too_deep_to_parse_is_kept_whole_as_code(text: str) -> None:
     state = AnswerState(text=text, model="m", chat="c", phase="done", seconds=1.0, tokens=9)
     data, _ = answer_bundle(state)
     for rendered in (
-        data["text/html"],
         DEEP_RENDERER.render(data["text/markdown"]),
         safe_html_from_markdown(text),
     ):

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from amigo_magic.render import AnswerState, answer_bundle
+from amigo_magic.live_markdown import LiveMarkdown
+from amigo_magic.render import AnswerState, AnswerView, answer_bundle, markdown_html
 
 # ------------------------------------------------------------------------------------------
 # What the output may not hold, read with html.parser
@@ -85,6 +86,19 @@ class TrustingMarkdownIt(MarkdownIt):
 
 TRUSTING = TrustingMarkdownIt("commonmark", {"html": True, "maxNesting": 10_000})
 TRUSTING.enable(["table", "strikethrough"])
+
+
+# The one raw HTML an answer's markdown may hold: its status line (ours, escaped text).
+STATUS_DIV = re.compile(r'<div class="amigo-status( amigo-live)?" style="[^"<>]*">[^<>]*</div>\n?')
+
+
+def assert_answer_markdown_inert(markdown: str, words: list[str], text: str) -> None:
+    for token in TRUSTING.parse(markdown):
+        if token.type == "html_block" and STATUS_DIV.fullmatch(token.content):
+            continue
+        for child in [token, *(token.children or [])]:
+            assert child.type not in ("html_block", "html_inline", "image"), (child, text)
+    assert_inert_and_complete(TRUSTING.render(markdown), words, text)
 
 
 def final_bundle(text: str, fmt: str) -> dict[str, str]:
@@ -165,8 +179,21 @@ def void_tag(draw: st.DrawFn) -> Piece:
     return markup, []
 
 
+MATH_DELIMITERS = st.sampled_from([("$", "$"), ("$$", "$$"), ("\\(", "\\)"), ("\\[", "\\]")])
+
+
+@st.composite
+def math_span(draw: st.DrawFn) -> Piece:
+    """Markup inside math (kept as written there, so its ``<`` must still not open a tag)."""
+    opening, closing = draw(MATH_DELIMITERS)
+    markup, words = draw(st.one_of(handler_tag(), void_tag()))
+    return f"{opening}x < {markup}{closing}", words
+
+
 def _markdown_leaf() -> st.SearchStrategy[Piece]:
     return st.one_of(
+        math_span(),
+        WORD.map(lambda w: (f"${w}", [w])),  # a lone dollar, to pair with another
         WORD.map(lambda w: (w, [w])),
         WORD.map(lambda w: (f"**{w}**", [w])),
         WORD.map(lambda w: (f"*{w}*", [w])),
@@ -257,11 +284,22 @@ def html_fragment() -> st.SearchStrategy[Piece]:
 def test_sanitised_markdown_answer_is_inert_and_keeps_its_text(answer: Piece) -> None:
     text, words = answer
     data = final_bundle(text, "markdown")
-    assert_inert_and_complete(data["text/html"], words, text)
-    for token in TRUSTING.parse(data["text/markdown"]):
-        for child in [token, *(token.children or [])]:
-            assert child.type not in ("html_block", "html_inline", "image"), (child, text)
-    assert_inert_and_complete(TRUSTING.render(data["text/markdown"]), words, text)
+    assert set(data) == {"text/markdown", "text/plain"}
+    assert_answer_markdown_inert(data["text/markdown"], words, text)
+    assert_inert_and_complete(markdown_html(text), words, text)  # the panel's HTML
+
+
+@settings(max_examples=150, deadline=None)
+@given(markdown_answer(), st.lists(st.integers(1, 400), min_size=1, max_size=6))
+def test_a_streaming_answer_is_inert_at_every_update(answer: Piece, cuts: list[int]) -> None:
+    text, _ = answer
+    view = AnswerView()
+    view.live = LiveMarkdown(share=1e9)  # no time budget: render the finished blocks every time
+    for cut in sorted(cuts):
+        partial = text[:cut]
+        live = AnswerState(text=partial, model="m", chat="c", phase="streaming", seconds=1.0)
+        data, _ = view.bundle(live)
+        assert_answer_markdown_inert(data["text/markdown"], [], partial)
 
 
 @settings(max_examples=250, deadline=None)

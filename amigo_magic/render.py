@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AnswerFormat",
     "AnswerState",
-    "Phase",
     "AnswerView",
+    "Phase",
     "Rich",
     "answer_bundle",
     "chats_table",
@@ -134,10 +134,6 @@ def _answer_metadata(state: AnswerState, fmt: AnswerFormat) -> dict[str, Any]:
     }
 
 
-def answer_bundle(
-    state: AnswerState, *, fmt: AnswerFormat = "markdown", view: AnswerView | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(data, metadata)`` for displaying ``state``.
 class AnswerView:
     """One answer's display across its updates: what its live markdown already rendered."""
 
@@ -160,6 +156,10 @@ def _live_markdown(text: str, view: AnswerView | None) -> str:
     return tail_block(text.strip("\n")) if text.strip() else ""
 
 
+def answer_bundle(
+    state: AnswerState, *, fmt: AnswerFormat = "markdown", view: AnswerView | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(data, metadata)`` for displaying ``state``.
 
     While the answer is live (thinking, loading, streaming) its ``text/markdown`` is the finished
     blocks formatted (with a ``view``, whose work between updates is bounded) and the block
@@ -175,13 +175,13 @@ def _live_markdown(text: str, view: AnswerView | None) -> str:
     status = status_text(state)
     text = state.text
     if state.phase in LIVE_PHASES:
-        data = {
-            "text/plain": _plain(text, status),
-        }
         body = _live_markdown(text, view)
         live_status = _status_div(status, live=True)
-    elif fmt == "json" and state.phase == "done":
+        data = {
             "text/markdown": f"{body}\n\n{live_status}" if body else live_status,
+            "text/plain": _plain(text, status),
+        }
+    elif fmt == "json" and state.phase == "done":
         data = _json_data(text)
     elif fmt in ("text", "json"):
         data = {"text/plain": _plain(text, status)}

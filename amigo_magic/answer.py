@@ -32,6 +32,7 @@ __all__ = ["Answer", "AnswerState", "ImageAnswer", "Live", "ModelSource", "Phase
 Phase = Literal["thinking", "loading", "drawing", "streaming", "done", "stopped", "error"]
 LIVE_PHASES: frozenset[str] = frozenset({"thinking", "loading", "drawing", "streaming"})
 PACK = 512  # streamed pieces joined into one string at a time
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # a local reasoning model's thinking, first
 
 
 def one_line(text: str) -> str:
@@ -62,6 +63,7 @@ class AnswerState:
     warning: str | None = None
     context: str | None = None  # what the prompt's {fields} sent: "context: 1 object · ~512 tokens"
     tokens_estimated: bool = False  # ``tokens`` is an estimate: the server has not said (yet)
+    reasoning: str = ""  # a thinking model's reasoning so far: shown apart, never in ``text``
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +142,16 @@ class Live:
             warning="; ".join(self.warnings) or None,
             context=self.context,
             tokens_estimated=self.tokens_estimated,
+            reasoning=self.reasoning,
         )
 
     @property
     def tokens_estimated(self) -> bool:
         return False
+
+    @property
+    def reasoning(self) -> str:
+        return ""
 
     @property
     def text(self) -> str:  # pragma: no cover - each kind says what it shows
@@ -211,6 +218,9 @@ class Answer(Live):
         self.finish_reason: str | None = None
         self.chunks = 0
         self.prompt_estimate: int | None = None  # the messages' tokens, estimated when sent
+        self.thoughts: list[str] = []  # reasoning deltas, and a leading <think>…</think>
+        self._opening: str | None = ""  # the text's start while it may open <think> (None: no)
+        self._thinking = False  # inside a leading <think>
 
     @property
     def text(self) -> str:
@@ -248,6 +258,10 @@ class Answer(Live):
 
     def add_text(self, piece: str) -> None:
         """One streamed piece: an append and a counter (the per-token path; keep it short)."""
+        if self._opening is not None:  # the first pieces: a leading <think> goes apart
+            piece = self._open(piece)
+            if not piece:
+                return
         parts = self.parts
         parts.append(piece)
         self.length += len(piece)
@@ -266,6 +280,8 @@ class Answer(Live):
         meta = dict(self.meta)
         if estimated:
             meta["tokens_estimated"] = True  # the server did not count them
+        if self.thoughts:
+            meta["reasoning"] = self.reasoning  # kept, never sent back or shown as the answer
         return Turn(
             "assistant",
             self.text,
@@ -282,6 +298,48 @@ class Answer(Live):
     def set_usage(self, usage: Usage) -> None:
         self.usage = usage
 
+    @property
+    def reasoning(self) -> str:
+        """The reasoning so far (keys the request was sent with masked), never the answer."""
+        text = "".join(self.thoughts).strip()
+        return scrub(text, self.secrets) if self.secrets else text
+
+    def add_reasoning(self, piece: str) -> None:
+        self.thoughts.append(piece)
+        self.changed.set()
+
+    def add_event(self, event: object) -> None:
+        """An event the stream loop does not handle itself: reasoning, so far."""
+        text = getattr(event, "text", None)
+        if type(event).__name__ == "ReasoningDelta" and isinstance(text, str):
+            self.add_reasoning(text)
+
+    def _open(self, piece: str) -> str:
+        """The text a piece adds to the answer while its start may still open ``<think>``:
+        reasoning up to ``</think>`` goes to :attr:`thoughts`; held text comes out once it
+        cannot be a tag (at most ``len("</think>")`` characters are held)."""
+        held = (self._opening or "") + piece
+        if not self._thinking:
+            start = held.lstrip()
+            if len(start) < len(THINK_OPEN) and THINK_OPEN.startswith(start):
+                self._opening = held  # "<thi…": not yet known
+                return ""
+            if not start.startswith(THINK_OPEN):
+                self._opening = None
+                return held
+            self._thinking, held = True, start[len(THINK_OPEN) :]
+        end = held.find(THINK_CLOSE)
+        if end >= 0:
+            self.add_reasoning(held[:end])
+            self._opening, self._thinking = None, False
+            return held[end + len(THINK_CLOSE) :].lstrip("\r\n")
+        keep = len(THINK_CLOSE) - 1  # a "</thi" split across pieces
+        if len(held) > keep:
+            self.add_reasoning(held[:-keep])
+            held = held[-keep:]
+        self._opening = held
+        return ""
+
     def set_finish(self, reason: str | None) -> None:
         self.finish_reason = reason
 
@@ -292,6 +350,13 @@ class Answer(Live):
 
     def settle(self) -> None:
         # One string from now on: every later ``.text`` returns this object, not a copy.
+        if self._opening:  # the stream ended inside (or at the start of) a <think>
+            held, self._opening = self._opening, None
+            if self._thinking:
+                self.add_reasoning(held)
+            else:  # a short answer that only looked like the start of a tag
+                self.parts.append(held)
+                self.length += len(held)
         self.parts[:] = ["".join(self.parts)] if self.parts else []
         super().settle()
 

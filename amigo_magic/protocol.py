@@ -26,6 +26,7 @@ __all__ = [
     "ImageResult",
     "Message",
     "Progress",
+    "ReasoningDelta",
     "StreamWarning",
     "TextDelta",
     "Usage",
@@ -98,7 +99,15 @@ class Progress:
     phase: str
 
 
-Event = TextDelta | Usage | Finish | StreamWarning | Progress
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of a thinking model's reasoning (``reasoning_content`` / ``reasoning``), shown
+    apart from the answer and never part of its text."""
+
+    text: str
+
+
+Event = TextDelta | Usage | Finish | StreamWarning | Progress | ReasoningDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +234,10 @@ def parse_chunk(payload: Any) -> list[Event]:
         if text is None:
             text = choice.get("text")
         reason = choice.get("finish_reason")
+        if not text and isinstance(delta, dict):  # a thinking model's reasoning comes alone
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if thought and isinstance(thought, str):
+                events.append(ReasoningDelta(thought))
         if text and isinstance(text, str):
             if reason is None and usage is None:
                 return [_text_delta(text)]  # the usual chunk
@@ -267,6 +280,9 @@ def parse_completion(payload: Any) -> list[Event]:
             f"The server's reply has no answer text in it: {_preview(payload)}"
         )
     events: list[Event] = [TextDelta(text)] if text else []
+    thought = inner.get("reasoning_content") or inner.get("reasoning") if inner else None
+    if isinstance(thought, str) and thought:
+        events.insert(0, ReasoningDelta(thought))
     if isinstance(choice.get("finish_reason"), str):
         events.append(Finish(choice["finish_reason"]))
     usage = payload.get("usage")

@@ -204,7 +204,30 @@ def answer_bundle(
         }
     else:
         data = {"text/markdown": _final_markdown(text, status), "text/plain": _plain(text, status)}
+    if state.reasoning:
+        data = _with_reasoning(data, state)
     return data, metadata
+
+
+def _with_reasoning(data: dict[str, Any], state: AnswerState) -> dict[str, Any]:
+    """The reasoning above the answer in its markup types (never in ``text/plain``): marked,
+    open while the model thinks, collapsed once it answers; escaped, on one line of markup so
+    no blank line in it ever ends the block and lets it be read as markdown."""
+    live = state.phase in LIVE_PHASES and not state.text
+    reasoning = state.reasoning[-4000:] if live else state.reasoning  # bounded while live
+    body = html.escape(reasoning).replace("\r", "").replace("\n", "<br>")
+    words = len(state.reasoning.split())
+    summary = f"💭 reasoning · {words} word{'' if words == 1 else 's'}" + (" …" if live else "")
+    block = (
+        f'<details class="amigo-reasoning"{" open" if live else ""}><summary>'
+        f'{summary}</summary><div style="opacity: 0.75">{body}</div></details>'
+    )
+    shown = dict(data)
+    if "text/markdown" in shown:
+        shown["text/markdown"] = f"{block}\n\n{shown['text/markdown']}"
+    if "text/html" in shown:
+        shown["text/html"] = block + shown["text/html"]
+    return shown
 
 
 def markdown_html(text: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .cache import (
@@ -24,7 +24,7 @@ from .cache import (
     request_parts,
 )
 from .errors import ConfigError
-from .protocol import Event, Finish, TextDelta, Usage
+from .protocol import Event, Finish, ReasoningDelta, TextDelta, Usage
 
 if TYPE_CHECKING:
     from .answer import Answer, ImageAnswer, Live
@@ -137,6 +137,8 @@ class CachePlan:
         size = max(1, -(-len(words) // PIECES))
         pieces = ["".join(words[i : i + size]) for i in range(0, len(words), size)]
         pause = REPLAY_SECONDS / max(len(pieces), 1)
+        if found.reasoning:
+            yield ReasoningDelta(found.reasoning)
         for piece in pieces:
             yield TextDelta(piece)
             await asyncio.sleep(pause)
@@ -206,6 +208,12 @@ class SessionCache:
             history = str(getattr(store, "path", ":memory:"))
             self._recordings = (path, open_recordings(path, history))
         return self._recordings[1]
+
+    def extra(self, items: Sequence[str], effort: str | None) -> dict[str, Any]:
+        """A request's extra body fields: ``AmigoMagics.params``, ``-p`` items, ``--effort``."""
+        from .model_params import request_params
+
+        return request_params(self._prefs.params, items, effort)
 
     def mode(self) -> str:
         return cache_mode(self._prefs.cache, self._session._env)

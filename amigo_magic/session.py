@@ -32,7 +32,6 @@ from .config import (
 from .context import Preview, Prompt, build_messages
 from .errors import ConfigError
 from .history import HistoryStore, Turn
-from .model_params import request_params
 from .pacer import follow, follow_async
 from .pictures import MAX_PICTURES, PictureFetcher
 from .protocol import ChatParams, Finish, Progress, StreamWarning, TextDelta, Usage
@@ -165,7 +164,7 @@ class ChatSession(Library):
             temperature=_bounded(temperature, DEFAULT_TEMPERATURE, 0, 2, "--temperature"),
             top_p=_bounded(top_p, DEFAULT_TOP_P, 0, 1, "--top-p"),
             max_tokens=int(_bounded(max_tokens, prefs.max_tokens, 1, 1_000_000, "--max-tokens")),
-            extra=request_params(prefs.params, params, effort),
+            extra=self.cache.extra(params, effort),
         )
         parts = (system or prefs.system_prompt, FORMAT_HINTS.get(fmt))
         system_text = self.clean("\n\n".join(part for part in parts if part), "system message")
@@ -300,8 +299,7 @@ class ChatSession(Library):
     async def _stream(
         self, answer: Answer, request: ChatRequest, target: Target, settings: Settings
     ) -> None:
-        replay = self.cache.replay(answer)  # a recording answers it: the source of its events
-        source = replay if replay is not None else self._backend(target, settings).chat(request)
+        source = self.cache.replay(answer) or self._backend(target, settings).chat(request)
         add_text = answer.add_text  # the per-token path: one bound call
         async with aclosing(source) as events:
             async for event in events:
@@ -316,6 +314,8 @@ class ChatSession(Library):
                     answer.warn(event.message)  # type: ignore[union-attr]
                 elif kind is Progress:
                     answer.progress(event.phase)  # type: ignore[union-attr, arg-type]
+                else:  # reasoning, shown apart from the answer
+                    answer.add_event(event)
         self.cache.completed(answer)  # recorded (cache auto or replay; never a replay itself)
 
     async def _run(

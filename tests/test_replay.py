@@ -212,3 +212,39 @@ def test_tokens_are_estimated_and_marked_when_the_server_says_nothing(
     answer = ip.user_ns["_h"][-1]
     assert (answer.completion_tokens, answer.meta["tokens_estimated"]) == (20, True)
     assert answer.prompt_tokens == 5  # "q": 1 token and the message's framing
+
+
+def test_the_panel_honours_the_budget(server: AmigoServer, tmp_path: Path) -> None:
+    import html
+    import re
+
+    from amigo_magic import ChatPanel
+    from amigo_magic.config import Preferences, Settings
+    from amigo_magic.runner import close_runner, get_runner
+    from amigo_magic.session import ChatSession
+    from amigo_magic.store import SQLiteStore
+    from tests.shell import wait_until
+
+    store = SQLiteStore(tmp_path / "h.db")
+    session = ChatSession(
+        store=store,
+        notebook="panel.ipynb",
+        runner=get_runner(),
+        preferences=lambda: Preferences(budget_tokens=5),
+    )
+    settings = Settings(base_url=server.base_url)
+    panel = ChatPanel(session=session, settings=lambda: settings)
+    try:
+        panel.prompt.value = "hello there"
+        panel.send_button.click()
+        wait_until(lambda: len(store.load("panel.ipynb", "default")) == 2, "the first answer")
+        wait_until(lambda: not panel.send_button.disabled, "Send to come back")
+        panel.prompt.value = "and again"
+        panel.send_button.click()
+        line = html.unescape(re.sub(r"<[^>]+>", "", panel.status_line.value))
+        assert "Budget reached: this notebook used" in line
+        assert len(chat_requests(server)) == 1  # the second was never sent
+        assert len(store.load("panel.ipynb", "default")) == 2  # nor written
+    finally:
+        close_runner()
+        store.close()

@@ -100,17 +100,34 @@ def bound(text: str, budget: int, keep: str = "head") -> str:
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """A prompt as it is sent: its text, the pictures that go with it (image parts after the
-    text), and what context went along (the status line's summary)."""
+    """A prompt as sent: its text, its pictures (image parts after it), the context summary."""
 
     text: str
     pictures: tuple[Picture, ...] = ()
     context: str | None = None
 
+    def check(self, model: str, sees_pictures: bool | None) -> None:
+        """One line, before anything is sent, if ``model`` reads text only (None: unknown)."""
+        if self.pictures and sees_pictures is False:
+            count, what = len(self.pictures), ", ".join(p.label for p in self.pictures)
+            raise ConfigError(
+                f"'{model}' reads text only, and this prompt has {count} picture"
+                f"{'s' if count != 1 else ''} ({what}): pick a model that sees pictures "
+                "(gpt-4o-mini, gpt, claude, gemini, llama-vision), or leave the picture out."
+            )
+
+    def text_only(self) -> str:
+        """The text of a prompt for an image model, which takes no pictures."""
+        if self.pictures:
+            raise ConfigError(
+                "An image model takes a text prompt only: leave the picture out, or ask a "
+                "chat model about it with %%amigo."
+            )
+        return self.text.strip()
+
 
 def summary(filled: Sequence[Filled]) -> str | None:
-    """The status line's ``context: 2 objects, 3 cells, 1 picture · ~2.4k tokens`` (None:
-    nothing went)."""
+    """The status line's ``context: 2 objects, 3 cells, 1 picture · ~2.4k tokens`` or None."""
     if not filled:
         return None
     cells = sum(1 for f in filled if f.kind == "cell")

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
     from .answer import Answer, AnswerState, ImageAnswer
     from .config import Settings
-    from .session import AskOptions, ChatSession, Prompt
+    from .context import Prompt
+    from .session import AskOptions, ChatSession
 
 __all__ = ["AmigoMagics"]
 

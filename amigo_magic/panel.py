@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .answer import error_line, one_line
 from .errors import AmigoError, ConfigError
+from .panel_context import ContextControls
 from .panel_view import (
     FINAL_NOTES,
     NEW_CHAT,
@@ -35,6 +36,7 @@ from .render import status_text
 if TYPE_CHECKING:
     from .answer import Answer, AnswerState, ImageAnswer, ModelSource
     from .config import Settings
+    from .history import StoredImage
     from .session import ChatSession
 
 __all__ = ["ChatPanel", "model_options"]
@@ -77,6 +79,8 @@ class ChatPanel(PanelLayout):
         self._quiet = False
         self._said, self._said_error = "", False  # the status line's text, for adding to it
         self._build(session.resolve(model, settings()).label, self._chat)
+        self.context = ContextControls()  # recent cells and variables sent along
+        self.children = self.context.install(self.children, after=self.prompt)
         self._wire()
         self._guarded(self._on_model)()
         self._guarded(self._open)()
@@ -277,8 +281,9 @@ class ChatPanel(PanelLayout):
             system=self.system.value.strip() or None,
             temperature=round(float(self.temperature.value), 2),
         )
-        answer = self.session.ask(self.session.prompt(prompt), options, self._settings())
-        self._follow(prompt, answer, self._show_final)
+        built = self.context.prompt(self.session, prompt)  # the cell's builder: views, cells
+        answer = self.session.ask(built, options, self._settings())
+        self._follow(prompt, answer, self._show_final, tuple(p.stored() for p in built.pictures))
 
     def _start_image(self, prompt: str, model_id: str) -> None:
         options = self.session.options(chat=self._chat, model=model_id)
@@ -286,12 +291,16 @@ class ChatPanel(PanelLayout):
         self._follow(prompt, answer, self._show_pictures)
 
     def _follow(
-        self, prompt: str, answer: Answer | ImageAnswer, show: Callable[[Any, TurnView], None]
+        self,
+        prompt: str,
+        answer: Answer | ImageAnswer,
+        show: Callable[[Any, TurnView], None],
+        pictures: tuple[StoredImage, ...] = (),
     ) -> None:
         """The prompt and a live turn in the transcript; the session follows the answer there,
         and ``show`` paints it once it ends."""
         self._answer = answer
-        self._append(TurnView.prompt(prompt))
+        self._append(TurnView.prompt(prompt)).add_pictures(pictures)  # the prompt's pictures
         view = self._append(TurnView("assistant"))
         self._show_live(view, answer.snapshot())
         self.session.watch(

@@ -41,14 +41,7 @@ from .runner import Runner
 from .session_library import ExportReport, Library
 from .warmup import warm_up as warm_up  # the extension's head start for the first answer
 
-__all__ = [
-    "FORMAT_HINTS",
-    "AskOptions",
-    "ChatSession",
-    "ExportReport",
-    "Prompt",
-    "stop_background",
-]
+__all__ = ["FORMAT_HINTS", "AskOptions", "ChatSession", "ExportReport", "stop_background"]
 
 log = logging.getLogger("amigo_magic.session")
 
@@ -286,14 +279,8 @@ class ChatSession(Library):
                 f"'{target.label}' is an image model: use %amigo_image for pictures, or pick a "
                 "chat model (`%amigo models` lists them)."
             )
-        if prompt is not None and prompt.pictures and target.sees_pictures is False:
-            count = len(prompt.pictures)
-            what = ", ".join(picture.label for picture in prompt.pictures)
-            raise ConfigError(
-                f"'{target.label}' reads text only, and this prompt has {count} picture"
-                f"{'s' if count != 1 else ''} ({what}): pick a model that sees pictures "
-                "(gpt-4o-mini, gpt, claude, gemini, llama-vision), or leave the picture out."
-            )
+        if prompt is not None:
+            prompt.check(target.label, target.sees_pictures)
         return target
 
     async def _stream(
@@ -387,13 +374,7 @@ class ChatSession(Library):
         self, prompt: Prompt | str, options: AskOptions, settings: Settings | None = None
     ) -> ImageAnswer:
         """Generate pictures for ``prompt``; fetch them to bytes; record the turn."""
-        if isinstance(prompt, Prompt):
-            if prompt.pictures:
-                raise ConfigError(
-                    "An image model takes a text prompt only: leave the picture out, or ask a "
-                    "chat model about it with %%amigo."
-                )
-            prompt = prompt.text.strip()
+        prompt = prompt.text_only() if isinstance(prompt, Prompt) else prompt
         settings = settings or self.settings()
         target = resolve_target(options.model or self.preferences().image_model, settings)
         if target.kind == "chat":

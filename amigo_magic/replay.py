@@ -273,6 +273,8 @@ class SessionCache:
         from .usage import estimate_prompt_tokens
 
         live.meta.update(backend=target.backend, model_id=target.model or target.label)
+        if hasattr(live, "images"):
+            live.meta["kind"] = "image"
         if params:
             live.meta["params"] = dict(params)
         if messages and hasattr(live, "prompt_estimate"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "TurnUsage",
     "UsageReport",
     "check_budget",
+    "dollars",
     "estimate_prompt_tokens",
     "price",
     "report",
@@ -68,6 +70,7 @@ class TurnUsage:
     estimated: bool
     replayed: bool
     created: float
+    picture: bool = False  # an image request: priced per picture, which the dataset lacks
     chat: str = "default"
     notebook: str = ""
 
@@ -78,16 +81,20 @@ class TurnUsage:
     @property
     def cost(self) -> float | None:
         """US dollars; None when the price is unknown; 0 for a replay or the local model."""
-        if self.replayed:
+        if self.replayed or self.backend == "local":
             return 0.0
+        if self.picture:
+            return None
         return price(self.backend, self.model_id, self.prompt_tokens, self.completion_tokens)
 
 
 def turn_usage(turn: Turn, *, chat: str = "default", notebook: str = "") -> TurnUsage | None:
     """The usage of an answer's turn (None for a prompt, or an answer that used nothing)."""
-    if turn.role != "assistant" or (turn.prompt_tokens is None and turn.completion_tokens is None):
-        return None
     meta = turn.meta if isinstance(turn.meta, dict) else {}
+    picture = meta.get("kind") == "image" or bool(turn.images)
+    counted = turn.prompt_tokens is not None or turn.completion_tokens is not None
+    if turn.role != "assistant" or not (counted or picture):
+        return None
     return TurnUsage(
         model=turn.model,
         backend=str(meta.get("backend") or ("local" if turn.model == "local" else "amigo")),
@@ -96,6 +103,7 @@ def turn_usage(turn: Turn, *, chat: str = "default", notebook: str = "") -> Turn
         completion_tokens=turn.completion_tokens or 0,
         estimated=bool(meta.get("tokens_estimated")),
         replayed=bool(meta.get("replayed")),
+        picture=picture,
         created=turn.created,
         chat=chat,
         notebook=notebook,
@@ -163,7 +171,7 @@ def check_budget(spent: Spent, budget_tokens: int, budget_usd: float) -> None:
     if budget_usd and spent.usd >= budget_usd:
         unknown = f" (+{spent.unknown} of unknown price)" if spent.unknown else ""
         raise BudgetExceededError(
-            f"Budget reached: this notebook spent ${spent.usd:.4f}{unknown} in "
+            f"Budget reached: this notebook spent {dollars(spent.usd)}{unknown} in "
             f"{spent.requests} request{'s' if spent.requests != 1 else ''} "
             f"(AmigoMagics.budget_usd = {budget_usd:g}); nothing was sent. Raise it with "
             f"%config AmigoMagics.budget_usd = {budget_usd * 2:g} (0: no cap); %amigo usage "
@@ -180,11 +188,18 @@ class UsageReport:
     summary: str = ""
 
 
-def _money(value: float | None, unknown: int, requests: int) -> str:
+def dollars(value: float) -> str:
+    """``$0.0123``, with two significant digits for amounts under a cent (``$0.0000051``)."""
+    if not value:
+        return "$0"
+    places = max(4, 1 - math.floor(math.log10(abs(value))))
+    return f"${value:.{places}f}"
+
+
+def _money(value: float, unknown: int, requests: int) -> str:
     if requests and unknown == requests:
         return "unknown"
-    text = f"${value:.4f}" if value else "$0"
-    return f"{text} + unknown" if unknown else text
+    return f"{dollars(value)} + unknown" if unknown else dollars(value)
 
 
 def report(uses: Sequence[TurnUsage], *, by_day: bool = False, title: str = "") -> UsageReport:
@@ -232,8 +247,8 @@ def usage_from_file(path: str) -> list[TurnUsage]:
     try:
         rows = db.execute(
             "SELECT notebook, chat, model, prompt_tokens, completion_tokens, created, meta "
-            "FROM turns WHERE role = 'assistant' AND "
-            "(prompt_tokens IS NOT NULL OR completion_tokens IS NOT NULL)"
+            "FROM turns WHERE role = 'assistant' AND (prompt_tokens IS NOT NULL OR "
+            'completion_tokens IS NOT NULL OR meta LIKE \'%"kind": "image"%\')'
         ).fetchall()
     except sqlite3.Error:
         return []

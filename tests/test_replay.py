@@ -194,7 +194,18 @@ def test_usage_totals_match_what_the_server_reported(ip: TestingShell, server: A
     assert (prompt, completion) == (server_prompt, server_completion)
     assert rows["gpt-4o-mini"][1] == "2"
     assert rows["claude-3-5-sonnet-20241022"][1] == "1"
-    assert rows["gpt-4o-mini"][4].startswith("$0.0000")  # priced from genai-prices
+    from genai_prices import Usage, calc_price
+
+    from amigo_magic.usage import dollars
+
+    expected = 0.0
+    for request in chat_requests(server):  # gpt-4o-mini's list price, request by request
+        if request["model"] == "gpt-4o-mini":
+            tokens = sum(len(m["content"].split()) for m in request["messages"])
+            words = len(("Echo: " + request["messages"][-1]["content"]).split())
+            usage = Usage(input_tokens=tokens, output_tokens=words)
+            expected += float(calc_price(usage, model_ref="gpt-4o-mini").total_price)
+    assert rows["gpt-4o-mini"][4] == dollars(expected)
     assert f"3 requests, {server_prompt + server_completion} tokens" in report.summary
     ip.run_cell("_u = get_ipython().find_line_magic('amigo').__self__.session.cache.usage('other')")
     assert ip.user_ns["_u"].summary.startswith("Chat 'other': 1 request,")
@@ -248,3 +259,21 @@ def test_the_panel_honours_the_budget(server: AmigoServer, tmp_path: Path) -> No
     finally:
         close_runner()
         store.close()
+
+
+def test_pictures_count_as_requests_of_unknown_price_and_local_costs_nothing() -> None:
+    from amigo_magic.history import StoredImage, Turn
+    from amigo_magic.usage import report, turn_usage
+
+    picture = Turn("assistant", "[1 picture of: a fox]", model="flux-pro",
+                   images=(StoredImage("image/png", b"png", "a fox"),))  # fmt: skip
+    local = Turn("assistant", "hi", model="local", prompt_tokens=10, completion_tokens=5,
+                 meta={"backend": "local", "model_id": ""})  # fmt: skip
+    endpoint = {"backend": "openai", "model_id": "my-model"}
+    unknown = Turn("assistant", "hi", model="loop:my-model", prompt_tokens=1,
+                   completion_tokens=1, meta=endpoint)  # fmt: skip
+    uses = [turn_usage(t) for t in (picture, local, unknown)]
+    found = report([u for u in uses if u is not None])
+    costs = {row[0]: row[4] for row in found.rows}
+    assert costs == {"flux-pro": "unknown", "local": "$0", "loop:my-model": "unknown"}
+    assert "3 requests, 17 tokens, $0 + unknown" in found.summary

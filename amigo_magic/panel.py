@@ -80,7 +80,7 @@ class ChatPanel(PanelLayout):
         self._said, self._said_error = "", False  # the status line's text, for adding to it
         self._build(session.resolve(model, settings()).label, self._chat)
         self.context = ContextControls()  # recent cells and variables sent along
-        self.children = self.context.install(self.children, after=self.prompt)
+        self.children = self.context.install(self.children, before=self.prompt)
         self._wire()
         self._guarded(self._on_model)()
         self._guarded(self._open)()

@@ -30,7 +30,7 @@ CELL_CHOICES = (
     ("the last 10 cells", 10),
 )
 MAX_NAMES = 500  # variables listed in the picker
-_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+_IPYTHON_NAMES = frozenset({"In", "Out", "Err", "get_ipython", "exit", "quit", "open"})
 
 
 def variable_names(
@@ -48,9 +48,14 @@ def variable_names(
     return sorted(found, key=lambda entry: entry[1].casefold())[:MAX_NAMES]
 
 
+def _not_the_panel(cells: Sequence[Any]) -> list[Any]:
+    """The recent cells but those that only opened a panel (``%amigo_panel``)."""
+    return [cell for cell in cells if not cell[1].lstrip().startswith("%amigo_panel")]
+
+
 class ContextControls:
-    """A "Context" section: a recent-cells choice and a variables picker, and :meth:`prompt`,
-    which builds the prompt a Send sends."""
+    """A "Context" section: a recent-cells choice (the cells that opened a panel are skipped)
+    and a variables picker, and :meth:`prompt`, which builds the prompt a Send sends."""
 
     def __init__(self, shell: Any | None = None) -> None:
         if shell is None:
@@ -76,9 +81,8 @@ class ContextControls:
         self.cells.add_class("amigo-context-cells")
         self.variables.add_class("amigo-context-variables")
         hint = widgets.HTML(
-            '<span class="amigo-note">Sent with each prompt: picked variables as their views '
-            "(a frame's columns and a sample, a figure as a picture), the cells with their "
-            "output. Ctrl/⌘-click picks several.</span>"
+            '<span class="amigo-note">Sent with each prompt: a variable as its view (a figure '
+            "as a picture), a cell with its output. Ctrl/⌘-click picks several.</span>"
         )
         inner = widgets.VBox(
             (widgets.HBox((self.cells, self.variables), layout=widgets.Layout(width="100%")), hint)
@@ -94,9 +98,9 @@ class ContextControls:
         self.variables.observe(lambda _: self._retitle(), names=["value"])
         self.refresh()
 
-    def install(self, children: Sequence[Any], after: Any) -> tuple[Any, ...]:
-        """``children`` with the section placed just after ``after`` (the prompt box)."""
-        at = list(children).index(after) + 1
+    def install(self, children: Sequence[Any], before: Any) -> tuple[Any, ...]:
+        """``children`` with the section placed just before ``before`` (the prompt box)."""
+        at = list(children).index(before)
         return (*children[:at], self.box, *children[at:])
 
     def refresh(self) -> None:
@@ -118,7 +122,8 @@ class ContextControls:
             return session.prompt(text)
         fields = [f"{{{name}}}" for name in self.variables.value if f"{{{name}}}" not in text]
         full = "\n\n".join([text, *fields]) if fields else text
-        cells = log.recent(int(self.cells.value)) if log is not None and self.cells.value else []
+        count = int(self.cells.value)
+        cells = _not_the_panel(log.recent(log.keep))[-count:] if log is not None and count else []
         return session.prompt(full, namespace, cells)
 
     def _sources(self) -> tuple[Mapping[str, Any], Any]:

@@ -107,3 +107,50 @@ def test_a_frame_and_a_chart_asked_about_in_jupyterlab(
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         bottom = box["y"] + box["height"] + 24
         page.screenshot(path=SCREENSHOT, clip={"x": 0, "y": 0, "width": 1280, "height": bottom})
+
+
+PANEL_SCREENSHOT = SCREENSHOT.with_name("panel-context.png")
+
+
+def test_the_panel_sends_picked_variables_and_recent_cells(
+    lab: Lab, page: Page, server: AmigoServer
+) -> None:
+    from tests.test_browser_panel import Panel
+
+    server.enqueue(Reply.stream(ANSWER, delay=0.02))
+    lab.write_notebook(
+        "panel-context",
+        ["%load_ext amigo_magic", FRAME, CHART, "print(len(sales), 'orders')", "%amigo_panel"],
+    )
+    notebook = lab.open(page, "panel-context")
+    if page.locator("#jp-left-stack").is_visible():
+        notebook.command("application:toggle-left-area")
+    notebook.run_all()
+    notebook.wait_executed(0, 1, 2, 3, 4)
+    panel = Panel(notebook, 4)
+    expect(panel.root).to_be_visible()
+    section = panel.root.locator(".amigo-context")
+    section.get_by_text("Context", exact=True).click()  # opening it lists the variables
+    variables = section.locator(".amigo-context-variables select")
+    expect(variables).to_be_visible()
+    expect(variables.locator("option")).to_contain_text(["ax · Axes", "fig · Figure"])
+    variables.select_option(label=["fig · Figure", "sales · DataFrame"])
+    section.locator(".amigo-context-cells select").select_option(label="the last cell")
+    expect(section).to_contain_text("Context: 2 variables, 1 cell")
+    panel.ask("Which region brings in the most revenue?")
+    expect(panel.newest().locator("strong")).to_have_text("North")
+    panel.wait_idle()
+
+    (chat,) = [r.json for r in server.requests if r.path == "/v1/chat/completions"]
+    text, picture = chat["messages"][-1]["content"]
+    assert "print(len(sales), 'orders')" in text["text"]
+    assert "10000 orders" in text["text"]
+    assert "pandas.DataFrame: 10,000 rows, 4 columns" in text["text"]
+    assert "[picture 1: {fig}, attached]" in text["text"]
+    assert picture["image_url"]["url"].startswith("data:image/png;base64,")
+    expect(panel.newest("user").locator("img")).to_have_count(1)  # the prompt's picture
+    expect(panel.status).to_contain_text("context: 1 object, 1 cell, 1 picture")
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        page.set_viewport_size({"width": 1280, "height": 1600})  # the whole panel in view
+        page.mouse.move(1270, 10)
+        panel.root.screenshot(path=PANEL_SCREENSHOT)

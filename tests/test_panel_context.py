@@ -52,7 +52,7 @@ def test_the_controls_sit_under_the_prompt_and_list_the_users_variables(
     ip: TestingShell, panel: ChatPanel
 ) -> None:
     children = list(panel.children)
-    assert children[children.index(panel.prompt) + 1] is panel.context.box
+    assert children[children.index(panel.prompt) - 1] is panel.context.box  # just above it
     assert "amigo-context" in panel.context.box._dom_classes
     ip.run_cell("import os\nsales = [1, 2, 3]\n_private = 1\nlimit = 10")
     panel.context.box.selected_index = 0  # opening the section lists the variables now
@@ -62,6 +62,7 @@ def test_the_controls_sit_under_the_prompt_and_list_the_users_variables(
     assert "os" not in names  # modules, private and IPython's own names are not offered
     assert "_private" not in names
     assert "In" not in names
+    assert "Err" not in names  # {Err[7]} is written, not picked whole
     assert ("sales · list", "sales") in panel.context.variables.options
     assert variable_names({"get_ipython": 1, "x": 2}, {}) == [("x · int", "x")]
 

@@ -326,10 +326,19 @@ class DatabaseRecordings(Recordings):
         self._db.execute("PRAGMA busy_timeout = 5000")
 
     def lookup(self, key: str) -> Recording | None:
-        with self._lock:
-            row = self._db.execute("SELECT record FROM recordings WHERE key = ?", (key,))
-            found = row.fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT record FROM recordings WHERE key = ?", (key,))
+                found = row.fetchone()
+        except sqlite3.Error as error:  # a damaged or locked file: a miss, said once
+            self._unreadable(error)
+            return None
         return self._load(found[0]) if found else None
+
+    def _unreadable(self, error: sqlite3.Error) -> None:
+        notice = f"⚠ Recordings in {self.where} cannot be read ({error}); none are used."
+        if notice not in self.notices:
+            self.notices.append(notice)
 
     def _load(self, text: str) -> Recording | None:
         try:
@@ -351,11 +360,16 @@ class DatabaseRecordings(Recordings):
             self.notices.append(f"⚠ The answer was not recorded ({error}).")
 
     def recent(self, notebook: str | None = None) -> Iterable[Recording]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT record FROM recordings ORDER BY notebook = ? DESC, created DESC LIMIT ?",
-                (notebook or "", CLOSEST_SCAN),
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT record FROM recordings ORDER BY notebook = ? DESC, created DESC "
+                    "LIMIT ?",
+                    (notebook or "", CLOSEST_SCAN),
+                ).fetchall()
+        except sqlite3.Error as error:
+            self._unreadable(error)
+            return
         for (text,) in rows:
             recording = self._load(text)
             if recording is not None:

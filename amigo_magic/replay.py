@@ -215,6 +215,13 @@ class SessionCache:
 
         return request_params(self._prefs.params, items, effort)
 
+    def describe(self) -> str:
+        """The cache as ``%amigo config`` shows it: its mode, and where recordings live."""
+        mode = self.mode()
+        if mode == "off":
+            return "off"
+        return f"{mode}, recordings in {self.recordings().where}"
+
     def mode(self) -> str:
         return cache_mode(self._prefs.cache, self._session._env)
 

@@ -252,6 +252,9 @@ def _config(magics: AmigoMagics, argv: list[str]) -> Rich:
         ("timeouts", f"connect {m.connect_timeout:g} s, read {m.read_timeout:g} s, "
                      f"image {m.image_timeout:g} s"),
         ("throttle", f"{m.throttle:g} s"),
+        ("cache", m.session.cache.describe()),
+        ("budget", f"{m.budget_tokens or 'no'} token cap, "
+                   + (f"${m.budget_usd:g}" if m.budget_usd else "no") + " cost cap"),
         ("notebook", m.session.notebook),
     ]  # fmt: skip
     return config_table(rows)

@@ -277,3 +277,48 @@ def test_pictures_count_as_requests_of_unknown_price_and_local_costs_nothing() -
     costs = {row[0]: row[4] for row in found.rows}
     assert costs == {"flux-pro": "unknown", "local": "$0", "loop:my-model": "unknown"}
     assert "3 requests, 17 tokens, $0 + unknown" in found.summary
+
+
+def test_a_cost_cap_refuses_once_the_known_cost_reaches_it(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell("%config AmigoMagics.budget_usd = 0.000001")  # gpt-4o-mini: ~$0.000004 a cell
+    ip.run_cell("%%amigo\nhello there")
+    error = failure(ip, "%%amigo\nagain")
+    assert isinstance(error, BudgetExceededError)
+    assert str(error).startswith("Budget reached: this notebook spent $0.00000")
+    assert "AmigoMagics.budget_usd = 1e-06" in str(error)
+    assert len(chat_requests(server)) == 1
+
+
+def test_config_and_usage_all_say_what_is_set(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("%config AmigoMagics.cache = 'auto'")
+    ip.run_cell("%config AmigoMagics.budget_tokens = 1000")
+    config = ip.run_cell("%amigo config").result
+    text = config._repr_mimebundle_()[0]["text/plain"]
+    assert "auto, recordings in the history database (" in text
+    assert "1000 token cap, no cost cap" in text
+    ip.run_cell("%%amigo\nhello")
+    everything = ip.run_cell("%amigo usage --all").result
+    shown = everything._repr_mimebundle_()[0]["text/plain"]
+    assert shown.startswith("Every notebook: 1 request, ")
+
+
+def test_unreadable_recordings_are_a_miss_with_a_notice(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    import os
+    import sqlite3
+
+    ip.run_cell("%config AmigoMagics.cache = 'auto'")
+    ip.run_cell("%%amigo --no-history\nfirst")
+    db = sqlite3.connect(Path(os.environ["AMIGO_HOME"]) / "history.db")
+    db.execute("DROP TABLE recordings")  # damaged under the running kernel
+    db.commit()
+    db.close()
+    ip.run_cell("%%amigo --no-history\nfirst")  # asked again, not an error
+    assert len(chat_requests(server)) == 2
+    pub = ip.display_pub
+    assert isinstance(pub, Recorder)
+    notices = [d.data.get("text/plain", "") for d in pub.displays]
+    assert any("cannot be read (no such table: recordings); none are used" in n for n in notices)

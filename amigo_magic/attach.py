@@ -101,7 +101,8 @@ def _names(value: Any) -> set[str]:
 def picture_of(value: Any, label: str, budget: int) -> Picture | None:
     """``value`` as a picture within ``budget`` tokens, or None when it is not one.
 
-    An object that describes itself to a model (``_repr_llm_``) is not taken for a picture.
+    An object that describes itself to a model (``_repr_llm_``), or a formula that has a
+    ``_repr_latex_`` beside its ``_repr_png_``, is not taken for a picture.
     """
     if isinstance(value, str | bytes | type) or callable(getattr(value, "_repr_llm_", None)):
         return None
@@ -117,6 +118,8 @@ def picture_of(value: Any, label: str, budget: int) -> Picture | None:
             f"{label} is a picture at a link, not in the notebook: load it with "
             "Image(filename=…), or Image(url=…, embed=True), to send it."
         )
+    if callable(getattr(value, "_repr_latex_", None)):
+        return None  # a formula (sympy) reads better as its text than as its rendering
     for method in ("_repr_png_", "_repr_jpeg_"):
         try:
             found = getattr(value, method, None)

@@ -126,6 +126,12 @@ def test_ipython_images_and_repr_png_objects_are_pictures() -> None:
 
     assert picture_of(Chart(), "{c}", 2000) == Picture("image/png", data, "{c}", 200, 100)
     assert picture_of(Described(), "{d}", 2000) is None  # it says how to describe itself
+
+    class Formula(Chart):
+        def _repr_latex_(self) -> str:
+            return "$x^2$"
+
+    assert picture_of(Formula(), "{f}", 2000) is None  # its text reads better
     jpeg = picture_of(Jpeg(), "{j}", 2000)
     assert jpeg is not None
     assert jpeg.mime == "image/jpeg"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +25,7 @@ from .redact import scrub
 
 if TYPE_CHECKING:
     from .history import Status, StoredImage
-    from .protocol import Usage
+    from .protocol import ToolCallDelta, Usage
 
 __all__ = ["Answer", "AnswerState", "ImageAnswer", "Live", "ModelSource", "Phase", "one_line"]
 
@@ -93,6 +93,7 @@ class Live:
         self.length = 0  # characters of text so far (0 for pictures)
         self.context: str | None = None
         self.meta: dict[str, Any] = {}  # kept in the turn's meta: parameters, replay, usage notes
+        self._errands: list[Callable[[], None]] = []  # for the follower's thread (tool approval)
 
     # -- read side (any thread) ----------------------------------------------------------------
 
@@ -175,6 +176,16 @@ class Live:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
 
+    def errand(self, work: Callable[[], None]) -> None:
+        """Have the follower run ``work`` on its own thread (a cell's tool approval and call run
+        on the kernel's main thread, where input() and the user's functions belong)."""
+        self._errands.append(work)
+        self.changed.set()
+
+    def take_errands(self) -> list[Callable[[], None]]:
+        found, self._errands[:] = list(self._errands), []
+        return found
+
     def progress(self, phase: Phase) -> None:
         """A phase before the first text (``loading`` a model): shown at once."""
         if not self.length:
@@ -218,6 +229,8 @@ class Answer(Live):
         self.finish_reason: str | None = None
         self.chunks = 0
         self.prompt_estimate: int | None = None  # the messages' tokens, estimated when sent
+        self.tool_deltas: list[ToolCallDelta] = []  # the model's tool calls, in pieces (-T)
+        self.value: Any = None  # --schema: the validated object
         self.thoughts: list[str] = []  # reasoning deltas, and a leading <think>…</think>
         self._opening: str | None = ""  # the text's start while it may open <think> (None: no)
         self._thinking = False  # inside a leading <think>
@@ -295,6 +308,26 @@ class Answer(Live):
             meta=meta,
         )
 
+    def add_tool_delta(self, delta: ToolCallDelta) -> None:
+        """A piece of a tool call (the session's tool loop assembles and runs them)."""
+        self.tool_deltas.append(delta)
+
+    def take_tool_deltas(self) -> list[ToolCallDelta]:
+        found, self.tool_deltas = self.tool_deltas, []
+        return found
+
+    def set_value(self, value: Any) -> None:
+        """The typed object an answer's text was validated into (``--schema``)."""
+        self.value = value
+
+    def restart(self, note: str) -> None:
+        """Another round replaces the text so far (a repair): the note says why."""
+        self.parts[:] = []
+        self._packed = self.length = self.chunks = 0
+        self._phase = "thinking"
+        self.warn(note)
+        self.changed.set()
+
     def set_usage(self, usage: Usage) -> None:
         self.usage = usage
 
@@ -309,10 +342,12 @@ class Answer(Live):
         self.changed.set()
 
     def add_event(self, event: object) -> None:
-        """An event the stream loop does not handle itself: reasoning, so far."""
+        """An event the stream loop does not handle itself: reasoning, a tool call's piece."""
         text = getattr(event, "text", None)
         if type(event).__name__ == "ReasoningDelta" and isinstance(text, str):
             self.add_reasoning(text)
+        elif type(event).__name__ == "ToolCallDelta":
+            self.add_tool_delta(event)  # type: ignore[arg-type]
 
     def _open(self, piece: str) -> str:
         """The text a piece adds to the answer while its start may still open ``<think>``:

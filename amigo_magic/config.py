@@ -273,6 +273,8 @@ class Preferences:
     default_format: str = "markdown"
     throttle: float = 0.05
     context_budget: int = 2000  # tokens each {name} field may fill (amigo_magic.context)
+    approve_tools: str = "ask"  # -T: ask | always | never (a run that cannot ask denies)
+    max_tool_rounds: int = 8  # -T: rounds of tool calls in one answer
     cache: str = ""  # off | auto | replay (amigo_magic.replay); empty: $AMIGO_CACHE, else off
     cache_file: str = ""  # portable recordings; empty: $AMIGO_CACHE_FILE, else the history db
     params: Mapping[str, Any] = field(default_factory=dict)  # sent with every chat request

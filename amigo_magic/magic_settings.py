@@ -88,6 +88,15 @@ class AmigoSettings(Magics):
     budget_usd = Float(
         0.0, help="This notebook's cost cap in US dollars (known prices). 0: none."
     ).tag(config=True)
+    approve_tools = Enum(
+        ("ask", "always", "never"),
+        "ask",
+        help="Tool calls (%%amigo -T NAME): 'ask' before each (a run that cannot ask, such as "
+        "jupyter execute, denies them), 'always' run them, 'never' deny them.",
+    ).tag(config=True)
+    max_tool_rounds = Int(
+        8, help="Rounds of tool calls one answer may make (-T) before it is stopped."
+    ).tag(config=True)
     nested_asyncio = Bool(
         True, help="asyncio.run() in a cell (where the kernel's loop runs) runs the coroutine on "
         "a loop of its own in a helper thread. False: it raises, as in plain IPython."
@@ -117,7 +126,7 @@ class AmigoSettings(Magics):
 
     # -- settings, validated where they are set ----------------------------------------------------
 
-    @validate("max_history", "max_tokens", "context_budget")
+    @validate("max_history", "max_tokens", "context_budget", "max_tool_rounds")
     def _at_least(self, proposal: Any) -> int:
         name, value = proposal["trait"].name, proposal["value"]
         low = 0 if name == "max_history" else 1
@@ -165,6 +174,8 @@ class AmigoSettings(Magics):
             default_format=self.default_format,
             throttle=self.throttle,
             context_budget=self.context_budget,
+            approve_tools=self.approve_tools,
+            max_tool_rounds=self.max_tool_rounds,
             cache=self.cache,
             cache_file=self.cache_file,
             params=dict(self.params),

@@ -89,6 +89,12 @@ class AmigoMagics(AmigoSettings):
     @argument("--cells", type=int, metavar="N", help="send the last N cells and their output too")
     @argument("--attach", action="append", default=[], metavar="PATH", help="send a file too "
               "(a picture, or text); may be repeated")  # fmt: skip
+    @argument("--schema", metavar="SPEC", help="a typed answer: a pydantic model, dataclass or "
+              "TypedDict of the notebook, or fields ('name, age int, bio: one sentence')")
+    @argument("--many", action="store_true", help="with --schema: a list of them")
+    @argument("--frame", action="store_true", help="with --schema --many: a pandas DataFrame")
+    @argument("-T", "--tool", action="append", default=[], metavar="NAME", help="offer this "
+              "notebook function to the model (asks before each call); may be repeated")
     @no_var_expand
     @line_cell_magic
     def amigo(self, line: str, cell: str | None = None) -> Any:
@@ -155,6 +161,11 @@ class AmigoMagics(AmigoSettings):
             effort=args.effort,
             fresh=args.fresh,
         )
+        if args.schema is not None or args.tool or args.many or args.frame:
+            options = self.session.equip(
+                options, self.shell.user_ns, schema=args.schema, many=args.many or args.frame,
+                frame=args.frame, tools=args.tool, ask=_ask_stdin,
+            )  # fmt: skip
         if args.dry_run:
             return self.session.preview(prompt, options)
         text = self.ask(prompt, options, fmt)
@@ -162,12 +173,13 @@ class AmigoMagics(AmigoSettings):
             self.shell.user_ns[args.out] = text
         return None
 
-    def ask(self, prompt: Prompt | str, options: AskOptions, fmt: str) -> str:
-        """Send, stream the answer into this cell, and return its text."""
+    def ask(self, prompt: Prompt | str, options: AskOptions, fmt: str) -> Any:
+        """Send, stream the answer into this cell, and return its text (its typed value with
+        ``--schema``)."""
         answer = self.session.ask(prompt, options)
         self.show_notices()
         self._show(answer, fmt)
-        return answer.text
+        return answer.value if options.schema is not None else answer.text
 
     def _show(self, answer: Answer, fmt: str) -> None:
         """Stream ``answer`` into one display, throttled; block until it ends or is stopped."""
@@ -195,6 +207,7 @@ class AmigoMagics(AmigoSettings):
                 failure = AnswerFormatError(str(error))
                 data, metadata = answer_bundle(state)
             handle.update(data, metadata=metadata, raw=True)
+        self._typed(answer, state, handle)
         if state.phase == "stopped":
             raise AnswerStopped(
                 f"Stopped after {state.seconds:.1f} s; the partial answer is kept in the chat "
@@ -206,6 +219,19 @@ class AmigoMagics(AmigoSettings):
             raise failure
         if fmt == "code":
             self._code_below(state.text)
+
+    def _typed(self, answer: Answer, state: AnswerState, handle: Any) -> None:
+        """A typed answer as its table in place of its JSON; the tool calls, collapsed."""
+        from IPython.display import display
+
+        from .render import status_text, tool_calls_bundle, value_table
+
+        if answer.meta.get("tools"):
+            data, metadata = tool_calls_bundle(answer.meta["tools"])
+            display(data, metadata=metadata, raw=True)
+        if "schema" in answer.meta and answer.error is None and state.phase == "done":
+            data, metadata = value_table(answer.value, status_text(state))
+            handle.update(data, metadata=metadata, raw=True)
 
     def _code_below(self, text: str) -> None:
         from IPython.display import display
@@ -282,6 +308,8 @@ class AmigoMagics(AmigoSettings):
     @magic_arguments()
     @argument("-c", "--chat", default="default", help="the chat to open")
     @argument("-m", "--model", help="model selected in the picker")
+    @argument("-T", "--tool", action="append", default=[], metavar="NAME",
+              help="offer this notebook function (Approve / Deny each call)")  # fmt: skip
     @line_magic
     def amigo_panel(self, line: str) -> Any:
         """Open the chat panel: a model picker, the chat's transcript, Send, Stop, Clear, Export.
@@ -296,7 +324,10 @@ class AmigoMagics(AmigoSettings):
         from .panel import ChatPanel
 
         args = self.parse(self.amigo_panel, line, "%amigo_panel")
-        return ChatPanel(session=self.session, chat=args.chat, model=args.model)
+        return ChatPanel(
+            session=self.session, chat=args.chat, model=args.model, tools=args.tool,
+            namespace=self.shell.user_ns,
+        )  # fmt: skip
 
     # -- shared plumbing -----------------------------------------------------------------------
 
@@ -325,6 +356,27 @@ class AmigoMagics(AmigoSettings):
         if "Err" not in namespace:
             return {**namespace, "Err": self.recorder.errors}
         return namespace
+
+
+def _ask_stdin(pending: Any) -> str | None:
+    """A tool call put to the person through the kernel's input request (None: no stdin)."""
+    try:
+        return input(pending.question)
+    except Exception:  # StdinNotImplementedError (jupyter execute), EOFError, a captured stdin
+        return None
+
+
+from .help_text import plain as _plain_help  # noqa: E402  (the methods above are its input)
+
+_plain_help(
+    AmigoMagics.amigo,
+    "%%amigo",
+    "The line form manages things: %amigo help lists every command (models, use, endpoint, "
+    "history, chats, reset, export, usage, fix, config, key, version), and %amigo_panel opens "
+    "the chat panel.",
+)
+_plain_help(AmigoMagics.amigo_image, "%amigo_image")
+_plain_help(AmigoMagics.amigo_panel, "%amigo_panel")
 
 
 def _split(line: str) -> list[str]:

@@ -82,6 +82,8 @@ def follow(
             else:
                 answer.changed.wait(slice_seconds)
                 answer.changed.clear()
+            for errand in answer.take_errands():  # a tool call to approve, on this thread
+                errand()
             if answer.done.is_set():
                 break
             now, length, phase = clock(), answer.length, answer.phase

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .answer import error_line, one_line
 from .errors import AmigoError, ConfigError
 from .panel_context import ContextControls
+from .panel_tools import Approvals
 from .panel_view import (
     FINAL_NOTES,
     NEW_CHAT,
@@ -63,6 +64,8 @@ class ChatPanel(PanelLayout):
         settings: Callable[[], Settings] | None = None,
         chat: str = "default",
         model: str | None = None,
+        tools: Sequence[str] = (),
+        namespace: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         session = session or _kernel_session()
@@ -78,7 +81,11 @@ class ChatPanel(PanelLayout):
         self._pending_clear: str | None = None
         self._quiet = False
         self._said, self._said_error = "", False  # the status line's text, for adding to it
+        self._tools, self._namespace = tuple(tools), namespace  # -T: the functions offered
+        self.approvals = Approvals(on_error=self._show_error)  # their Approve / Deny row
         self._build(session.resolve(model, settings()).label, self._chat)
+        *rest, status = self.children  # the approval row goes above the status line
+        self.children = (*rest, self.approvals.row, status)
         self.context = ContextControls()  # recent cells and variables sent along
         self.children = self.context.install(self.children, before=self.prompt)
         self._wire()
@@ -281,6 +288,9 @@ class ChatPanel(PanelLayout):
             system=self.system.value.strip() or None,
             temperature=round(float(self.temperature.value), 2),
         )
+        if self._tools:
+            gate = self.approvals.gate
+            options = self.session.equip(options, self._namespace, tools=self._tools, gate=gate)
         built = self.context.prompt(self.session, prompt)  # the cell's builder: views, cells
         answer = self.session.ask(built, options, self._settings())
         self._follow(prompt, answer, self._show_final, tuple(p.stored() for p in built.pictures))
@@ -334,6 +344,7 @@ class ChatPanel(PanelLayout):
     def _finish(self, show: Callable[[Any, TurnView], None], answer: Any, view: TurnView) -> None:
         """The answer ended (or was given up on): paint it once, then free Send, whatever."""
         try:
+            self.approvals.clear()
             show(answer, view)
             notes = self.session.take_notices()  # the store's news: shown where the user looks
             if notes:

@@ -29,6 +29,7 @@ __all__ = [
     "ReasoningDelta",
     "StreamWarning",
     "TextDelta",
+    "ToolCallDelta",
     "Usage",
     "chat_body",
     "error_event_message",
@@ -107,7 +108,19 @@ class ReasoningDelta:
     text: str
 
 
-Event = TextDelta | Usage | Finish | StreamWarning | Progress | ReasoningDelta
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call the model makes (OpenAI ``tool_calls``): pieces with the same
+    ``index`` build one call — its ``id`` and ``name`` come first, ``arguments`` (JSON text) in
+    pieces."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+Event = TextDelta | Usage | Finish | StreamWarning | Progress | ReasoningDelta | ToolCallDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,10 +255,34 @@ def parse_chunk(payload: Any) -> list[Event]:
             if reason is None and usage is None:
                 return [_text_delta(text)]  # the usual chunk
             events.append(TextDelta(text))
+        if isinstance(delta, dict) and delta.get("tool_calls"):
+            events += _tool_call_deltas(delta["tool_calls"])
         if reason and isinstance(reason, str):
             events.append(Finish(reason))
     if isinstance(usage, dict):
         events.append(_usage(usage))
+    return events
+
+
+def _tool_call_deltas(calls: Any) -> list[Event]:
+    """``tool_calls`` of a delta (or of a whole message) → one event per call piece."""
+    events: list[Event] = []
+    for position, call in enumerate(calls if isinstance(calls, list) else []):
+        if not isinstance(call, dict):
+            continue
+        function = call["function"] if isinstance(call.get("function"), dict) else {}
+        index, name = call.get("index", position), function.get("name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, (dict, list)):  # a server that sends the object itself
+            arguments = json.dumps(arguments)
+        events.append(
+            ToolCallDelta(
+                index if isinstance(index, int) else position,
+                call["id"] if isinstance(call.get("id"), str) else None,
+                name if isinstance(name, str) else None,
+                arguments if isinstance(arguments, str) else "",
+            )
+        )
     return events
 
 
@@ -275,6 +312,9 @@ def parse_completion(payload: Any) -> list[Event]:
     choice = choices[0]
     inner = choice.get("message")
     text = inner.get("content") if isinstance(inner, dict) else choice.get("text")
+    calls = _tool_call_deltas(inner.get("tool_calls")) if isinstance(inner, dict) else []
+    if text is None and calls:
+        text = ""
     if not isinstance(text, str):
         raise InvalidResponseError(
             f"The server's reply has no answer text in it: {_preview(payload)}"
@@ -283,6 +323,7 @@ def parse_completion(payload: Any) -> list[Event]:
     thought = inner.get("reasoning_content") or inner.get("reasoning") if inner else None
     if isinstance(thought, str) and thought:
         events.insert(0, ReasoningDelta(thought))
+    events += calls
     if isinstance(choice.get("finish_reason"), str):
         events.append(Finish(choice["finish_reason"]))
     usage = payload.get("usage")

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from .answer import LIVE_PHASES, AnswerState, Phase
+from .render_typed import diff_bundle, tool_calls_bundle, value_table
 
 if TYPE_CHECKING:
     from .answer import ModelSource
@@ -36,6 +37,7 @@ __all__ = [
     "chats_table",
     "code_block",
     "config_table",
+    "diff_bundle",
     "endpoint_models_table",
     "escape_stream_html",
     "help_table",
@@ -45,7 +47,9 @@ __all__ = [
     "notice",
     "progress",
     "status_text",
+    "tool_calls_bundle",
     "transcript",
+    "value_table",
 ]
 
 AnswerFormat = Literal["markdown", "text", "html", "code", "json"]

@@ -64,6 +64,8 @@ class AskOptions:
     use_history: bool = True
     max_history: int = 20
     cell_id: str | None = None
+    schema: Any = None  # --schema: a schema.Spec (ChatSession.equip)
+    toolbox: Any = None  # -T NAME: a tools.Toolbox (ChatSession.equip)
     fmt: str = "markdown"  # part of the replay key
     fresh: bool = False  # --fresh: call even when a recording answers (cache = auto)
 
@@ -257,8 +259,33 @@ class ChatSession(Library):
         request = ChatRequest(target.model, messages, options.params)
         self.cache.start(plan, answer, target, messages, options.params.extra)
         stream = partial(self._stream, answer, request, target, settings)
+        if options.schema is not None or options.toolbox is not None:  # rounds: rounds.py
+            from .rounds import rounds
+
+            work = partial(self._stream, answer, target=target, settings=settings)
+            stream = partial(rounds, answer, request, work, target.backend, options)
         answer.running(self._runner.submit(self._run(answer, stream, options.cell_id)))
         return answer
+
+    def equip(
+        self,
+        options: AskOptions,
+        namespace: Mapping[str, Any] | None,
+        *,
+        schema: str | None = None,
+        many: bool = False,
+        frame: bool = False,
+        tools: Sequence[str] = (),
+        ask: Callable[[Any], str | None] | None = None,
+        gate: Callable[[Any, Live], None] | None = None,
+    ) -> AskOptions:
+        """``options`` asking for a typed answer (``--schema``, ``--many``, ``--frame``) and
+        offering notebook functions (``-T``), approved through ``ask`` on the follower's thread
+        (a cell) or by ``gate`` (the panel); :mod:`.rounds` has the rules."""
+        from .rounds import equip
+
+        spec = (schema, many, frame)
+        return equip(options, namespace or {}, self.preferences(), spec, tools, ask, gate)
 
     def preview(self, prompt: Prompt | str, options: AskOptions) -> Preview:
         """The messages :meth:`ask` would send now, nothing sent or written (``--dry-run``)."""

@@ -58,7 +58,7 @@ HELP = [
     ("%amigo session [NAME]", "show or set this notebook's history name"),
     ("%amigo export PATH [--format md|json] [-c CHAT] [--force]", "save a chat"),
     ("%amigo usage [--chat NAME] [--all]", "requests, tokens and cost per model (and day)"),
-    ("%amigo fix", "ask the model to explain the last error and fix it"),
+    ("%amigo fix [--apply]", "explain the last error; --apply: the fix as a diff and a new cell"),
     ("%amigo config", "effective settings (the key is never shown)"),
     ("%amigo key", "enter an API key without echo; kept in memory only"),
     ("%amigo version", "versions of amigo_magic and its stack"),
@@ -216,16 +216,39 @@ def _export(magics: AmigoMagics, argv: list[str]) -> Rich:
 
 @_verb("fix")
 def _fix(magics: AmigoMagics, argv: list[str]) -> None:
-    _no_args("fix", argv)
+    parser = _parser("%amigo fix")
+    parser.add_argument("--apply", action="store_true", help="the fixed code into a new cell")
+    args = parser.parse_args(argv)
     if magics.recorder.last is None:
         raise ConfigError("No cell has failed yet: %amigo fix explains the last error.")
     source, trace = magics.recorder.last
-    prompt = magics.session.prompt(
-        "This notebook cell failed. Explain the error in two or three sentences, then give "
-        f"the corrected code.\n\nThe cell:\n```python\n{source}\n```\n\nThe error:\n"
-        f"```\n{trace}\n```"
+    then = (
+        "then the whole corrected cell as one fenced python code block"
+        if args.apply
+        else "then give the corrected code"
     )
-    magics.ask(prompt, magics.session.options(use_history=False), "markdown")
+    prompt = magics.session.prompt(
+        f"This notebook cell failed. Explain the error in two or three sentences, {then}."
+        f"\n\nThe cell:\n```python\n{source}\n```\n\nThe error:\n```\n{trace}\n```"
+    )
+    text = magics.ask(prompt, magics.session.options(use_history=False), "markdown")
+    if args.apply:
+        _apply(magics, source, text)
+
+
+def _apply(magics: AmigoMagics, source: str, answer: str) -> None:
+    """The answer's code as a diff against the failed cell, and in a new cell below."""
+    from IPython.display import display
+
+    from .render import code_block, diff_bundle, notice
+
+    code, _ = code_block(answer)  # without a fence it is the whole text: not a fix then
+    if not code.strip() or ("```" not in answer and "~~~" not in answer):
+        raise ConfigError("The answer holds no code block to apply; nothing was changed.")
+    data, metadata = diff_bundle(source, code, caption="The fix, against the failed cell:")
+    display(data, metadata=metadata, raw=True)
+    magics.shell.set_next_input(code, replace=False)
+    display(notice("↓ The fixed code is in a new cell below, ready to run."))
 
 
 @_verb("config")

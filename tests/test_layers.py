@@ -28,6 +28,7 @@ FRONT_ENDS = {
     "panel_view",
     "cells",
     "many",
+    "panel_tools",
     "panel_context",
 }
 FRONT_END_MAY_IMPORT = FRONT_ENDS | {

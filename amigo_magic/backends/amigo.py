@@ -73,6 +73,8 @@ class AmigoBackend:
                 chat_id=str(uuid.uuid4()),
                 stream=request.stream,
             )
+            if request.tools:  # AmigoChat's bodies are OpenAI's; a schema goes as an instruction
+                body["tools"] = [dict(tool) for tool in request.tools]
             return self._http.build(self.chat_url, body, self.headers())
 
         if request.stream:

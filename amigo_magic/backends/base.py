@@ -19,6 +19,8 @@ class ChatRequest:
     messages: Sequence[Mapping[str, Any]]
     params: ChatParams = field(default_factory=ChatParams)
     stream: bool = True
+    response_format: Mapping[str, Any] | None = None  # OpenAI's, e.g. a json_schema (--schema)
+    tools: Sequence[Mapping[str, Any]] = ()  # OpenAI function tools (-T NAME)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,6 +123,10 @@ class LocalBackend:
                 "presence_penalty": params.presence_penalty,
                 **params.extra,  # only those llama.cpp knows (model_params.check_local)
             }
+            if request.response_format is not None:  # llama.cpp turns a schema into a grammar
+                body["response_format"] = dict(request.response_format)
+            if request.tools:
+                body["tools"] = [dict(tool) for tool in request.tools]
             loop = asyncio.get_running_loop()
             chunks: asyncio.Queue[Any] = asyncio.Queue()
             stop = threading.Event()

@@ -65,6 +65,10 @@ class OpenAIBackend:
             "presence_penalty": params.presence_penalty,
             **params.extra,  # -p KEY=VALUE, AmigoMagics.params
         }
+        if request.response_format is not None:
+            body["response_format"] = dict(request.response_format)
+        if request.tools:
+            body["tools"] = [dict(tool) for tool in request.tools]
         url = f"{self._base}/chat/completions"
 
         def build() -> httpx.Request:

@@ -94,9 +94,11 @@ class HTTPClient:
         service: str,
         transport: httpx.AsyncBaseTransport | None = None,
         secret: Secret | None = None,
+        url_hint: str = "the base URL (AMIGO_BASE_URL)",
     ) -> None:
         self.settings = settings
         self.service = service
+        self.url_hint = url_hint  # where the user fixes the address: said in connection errors
         # The key this client sends, and every other key the settings hold: scrubbed from every
         # error it raises, in every form a server echoes them (see redact.py).
         sent = secret if secret is not None else settings.api_key
@@ -307,7 +309,7 @@ class HTTPClient:
             if loop:
                 message = (
                     f"{self.service} redirects {url} to itself ({status}): a redirect loop, so "
-                    "no API answers there. Check the base URL (AMIGO_BASE_URL); if it is right, "
+                    f"no API answers there. Check {self.url_hint}; if it is right, "
                     "the service is misconfigured: try again later."
                 )
             else:
@@ -365,8 +367,8 @@ class HTTPClient:
                 service=service,
             )
         return APIConnectionError(
-            f"Could not connect to {service} at {where}: {_reason(exc)}. Check the base URL "
-            "(AMIGO_BASE_URL), the proxy and the network.",
+            f"Could not connect to {service} at {where}: {_reason(exc)}. Check "
+            f"{self.url_hint}, the proxy and the network.",
             service=service,
             short=_reason(exc),
         )

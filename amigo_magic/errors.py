@@ -301,8 +301,12 @@ def error_for_status(
         where = f" at {endpoint}" if endpoint else ""
         return make(
             NotFoundError,
-            f"{service} has no such endpoint{where} ({words}). Check the base URL "
-            "(AMIGO_BASE_URL).",
+            f"{service} has no such endpoint{where} ({words}). Check "
+            + (
+                "its URL (%amigo endpoint list)."
+                if service.startswith("endpoint ")
+                else "the base URL (AMIGO_BASE_URL)."
+            ),
         )
     if status == 406:
         version = f" {device_version}" if device_version else ""

@@ -10,8 +10,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from . import complete
 from .cells import register_session, unregister_session
-from .errors import ConfigError
+from .errors import AnswerStopped, ConfigError
 from .magics import AmigoMagics
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["current", "load", "nest_asyncio_run", "unload"]
 
 _loaded: dict[int, AmigoMagics] = {}
+_completers: dict[int, complete.Completer | None] = {}
 
 
 def current(shell: InteractiveShell | None = None) -> AmigoMagics:
@@ -48,9 +50,17 @@ def load(shell: InteractiveShell) -> None:
     shell.user_ns.setdefault("Err", magics.recorder.errors)
     register_session(shell, lambda: magics.session)
     _loaded[id(shell)] = magics
+    if not shell.custom_exceptions:  # a stop ends the cell as failed (Run All stops), quietly
+        shell.set_custom_exc((AnswerStopped,), _stopped)  # type: ignore[no-untyped-call]
+    _completers[id(shell)] = complete.install(magics)  # Tab after %amigo, --model, …
     _warm_up_after_this_cell(shell)
     nest_asyncio_run(magics.nested_asyncio)
     magics.observe(lambda change: nest_asyncio_run(change["new"]), names="nested_asyncio")
+
+
+def _stopped(shell: Any, etype: Any, value: Any, tb: Any, tb_offset: Any = None) -> None:
+    """A stopped answer's cell shows no error box: its status line already says "■ stopped"."""
+    return None
 
 
 def _warm_up_after_this_cell(shell: InteractiveShell) -> None:
@@ -129,6 +139,9 @@ def unload(shell: InteractiveShell) -> None:
     if magics is None:
         return
     nest_asyncio_run(False)
+    if shell.custom_exceptions == (AnswerStopped,):
+        shell.set_custom_exc((), None)  # type: ignore[no-untyped-call]
+    complete.uninstall(magics, _completers.pop(id(shell), None))
     unregister_session(shell)
     shell.events.unregister("post_run_cell", magics.recorder.post_run_cell)
     shell.events.unregister("pre_run_cell", magics.cell_log.pre_run_cell)

@@ -238,10 +238,12 @@ class AmigoMagics(AmigoSettings):
 
         from .render import code_block, notice
 
-        code, language = code_block(text)
-        if code:
-            self.shell.set_next_input(code, replace=False)
-            display(notice(f"↓ The {language or 'code'} block is in a new cell below."))
+        code, language = code_block(text, fenced_only=True)
+        if not code.strip():
+            display(notice("-f code: the answer has no code block, so no cell was added below."))
+            return
+        self.shell.set_next_input(code, replace=False)
+        display(notice(f"↓ The {language or 'code'} block is in a new cell below."))
 
     # -- %amigo_image ----------------------------------------------------------------------------
 
@@ -348,7 +350,10 @@ class AmigoMagics(AmigoSettings):
         except UsageError as error:
             usage = " ".join(parser.format_usage().replace("::", " ").split())
             usage = usage.replace(f"%{func.__name__}", name, 1)
-            raise UsageError(f"{name}: {error}\nusage: {usage}") from None
+            from .complete import close_option
+
+            hint = close_option(parser, str(error))  # --modle → "did you mean --model?"
+            raise UsageError(f"{name}: {error}{hint}\nusage: {usage}") from None
 
     def namespace(self) -> dict[str, Any]:
         """The user's variables for ``{name}`` fields, with ``Err`` even if they rebound it."""

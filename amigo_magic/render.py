@@ -241,11 +241,17 @@ def markdown_html(text: str) -> str:
     return sanitize.safe_html_from_markdown(text)
 
 
-def code_block(text: str) -> tuple[str, str | None]:
-    """The first fenced code block of an answer and its language (``("", None)``: none)."""
+def code_block(text: str, *, fenced_only: bool = False) -> tuple[str, str | None]:
+    """The first fenced code block of an answer and its language; without one, the whole text
+    (``fenced_only``: ``("", None)``)."""
     from . import sanitize
 
+    if fenced_only and not _FENCE_LINE.search(text):
+        return "", None
     return sanitize.extract_code(text)
+
+
+_FENCE_LINE = re.compile(r"^[ \t>]*(?:`{3,}|~{3,})", re.M)
 
 
 def escape_stream_html(text: str) -> str:
@@ -401,7 +407,7 @@ def endpoint_models_table(sources: Sequence[ModelSource], *, default: str) -> Ri
 
 
 def models_table(models: Sequence[Model], aliases: Mapping[str, Alias], *, default: str) -> Rich:
-    """Every model: id (``*`` marks the default), its aliases, kind and persona."""
+    """Every model: id (``*`` marks the default), its aliases, kind and description."""
     by_target: dict[str, list[str]] = {}
     for alias in aliases.values():
         by_target.setdefault(alias.target, []).append(alias.name)
@@ -410,12 +416,11 @@ def models_table(models: Sequence[Model], aliases: Mapping[str, Alias], *, defau
             ("* " if m.id == default else "  ") + m.id,
             ", ".join(sorted(by_target.get(m.id, []), key=len)),
             m.kind + (" · sees pictures" if m.sees_pictures else ""),
-            m.persona_id,
             m.description,
         )
         for m in models
     ]
-    return _table(("model", "aliases", "kind", "persona", "what it is"), rows)
+    return _table(("model", "aliases", "kind", "what it is"), rows)  # persona ids are internal
 
 
 def chats_table(chats: Sequence[ChatSummary]) -> Rich:

@@ -111,9 +111,11 @@ class ChatSession(Library):
         """The session of a kernel: the history database of ``$AMIGO_HOME`` (memory, with a
         notice, when it cannot be opened) on the kernel's runner."""
         from .runner import get_runner
+        from .saved_endpoints import with_saved
         from .store import open_store
 
         store, notices = open_store(env)
+        preferences = with_saved(preferences, env)  # %amigo endpoint add: under the trait's
         session = cls(
             store=store, notebook=notebook, runner=get_runner(), preferences=preferences, env=env
         )

@@ -4,7 +4,7 @@ inherits it; the front ends call it there."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +38,7 @@ class Library:
     store: HistoryStore
     notebook: str
     _runner: Runner
+    _env: Mapping[str, str]
 
     # what ChatSession provides
     def settings(self) -> Settings:  # pragma: no cover
@@ -45,6 +46,20 @@ class Library:
 
     def _backend(self, target: Target, settings: Settings) -> Backend:  # pragma: no cover
         raise NotImplementedError
+
+    # -- endpoints that last (saved_endpoints: name, URL, key variable; never a key) ----------
+
+    def save_endpoint(self, name: str, spec: Mapping[str, str]) -> Path:
+        """Keep endpoint ``name`` for later kernels; the file it is kept in."""
+        from . import saved_endpoints
+
+        return saved_endpoints.save(self._env, name, spec)
+
+    def forget_endpoint(self, name: str) -> bool:
+        """Forget a saved endpoint; False if none was saved by that name."""
+        from . import saved_endpoints
+
+        return saved_endpoints.forget(self._env, name)
 
     # -- chats, history, exports ---------------------------------------------------------------
 

@@ -103,17 +103,21 @@ def _endpoint(magics: AmigoMagics, argv: list[str]) -> Rich:
     verbs.add_parser("list", add_help=False)
     args = parser.parse_args(argv)
     if args.verb == "list":
-        if not magics.endpoints:
-            return notice("No endpoints yet: %amigo endpoint add NAME URL [--key-env VAR]")
         rows = []
         for e in magics.session.endpoints():
             key = f"${e.key_env} ({'set' if e.key else 'not set'})" if e.key_env else "none"
-            rows.append((e.name, display_url(e.url), key))
-        return config_table(rows, headers=("endpoint", "url", "key"))
+            kept = "this kernel (AmigoMagics.endpoints)" if e.name in magics.endpoints else "saved"
+            rows.append((e.name, display_url(e.url), key, kept))
+        if not rows:
+            return notice("No endpoints yet: %amigo endpoint add NAME URL [--key-env VAR]")
+        return config_table(rows, headers=("endpoint", "url", "key", "kept in"))
     if args.verb == "remove":
-        if args.name not in magics.endpoints:
-            raise ConfigError(f"No endpoint named '{args.name}'.")
-        magics.endpoints = {k: v for k, v in magics.endpoints.items() if k != args.name}
+        in_trait = args.name in magics.endpoints
+        if in_trait:
+            magics.endpoints = {k: v for k, v in magics.endpoints.items() if k != args.name}
+        if not magics.session.forget_endpoint(args.name) and not in_trait:
+            names = ", ".join(e.name for e in magics.session.endpoints()) or "none"
+            raise ConfigError(f"No endpoint named '{args.name}' (endpoints: {names}).")
         return notice(f"Removed endpoint '{args.name}'.")
     if not args.name.isidentifier():
         raise ConfigError("An endpoint name is one word of letters, digits and _ (e.g. ollama).")
@@ -121,11 +125,12 @@ def _endpoint(magics: AmigoMagics, argv: list[str]) -> Rich:
     import os
 
     Preferences(endpoints={args.name: spec}).settings(os.environ)  # validates the URL and key
-    magics.endpoints = {**magics.endpoints, args.name: spec}
+    where = magics.session.save_endpoint(args.name, spec)  # name, URL, key variable: no key
+    if args.name in magics.endpoints:  # the trait wins over the file: this one is meant now
+        magics.endpoints = {**magics.endpoints, args.name: spec}
     return notice(
-        f"Endpoint '{args.name}' added for this kernel: use --model {args.name}:MODEL. "
-        f"To keep it, put c.AmigoMagics.endpoints = {{{args.name!r}: {spec!r}}} in "
-        "ipython_config.py."
+        f"Endpoint '{args.name}' saved in {where} (its URL and key variable, never a key): "
+        f"use --model {args.name}:MODEL, in this kernel and the next."
     )
 
 
@@ -280,6 +285,11 @@ def _config(magics: AmigoMagics, argv: list[str]) -> Rich:
                    + (f"${m.budget_usd:g}" if m.budget_usd else "no") + " cost cap"),
         ("notebook", m.session.notebook),
     ]  # fmt: skip
+    from .config import display_url
+
+    for e in m.session.endpoints():  # NAME:MODEL servers, kept or configured (never a key)
+        key = f", key ${e.key_env} ({'set' if e.key else 'not set'})" if e.key_env else ""
+        rows.append((f"endpoint {e.name}", f"{display_url(e.url)}{key}"))
     return config_table(rows)
 
 

@@ -135,8 +135,9 @@ def test_interrupt_keeps_partial_text_and_the_kernel_runs_on(
     assert "w999" not in final["data"]["text/plain"]
     assert "stopped" in final["data"]["text/plain"]
     assert final["metadata"]["amigo"]["phase"] == "stopped"
-    (error,) = run.of_type("error")
-    assert len(error["content"]["traceback"]) == 1
+    # one stop message, the status line: no error box, yet the cell failed (Run All stops)
+    assert run.of_type("error") == []
+    assert final["data"]["text/plain"].count("stopped") == 1
     # the kernel is usable, and history holds the stopped answer
     history = kernel.execute("h = %amigo history\nprint(repr(h))")
     assert history.status == "ok"

@@ -27,6 +27,8 @@ FRONT_ENDS = {
     "verbs",
     "panel_view",
     "cells",
+    "complete",
+    "help_text",
     "many",
     "panel_tools",
     "panel_context",

@@ -43,6 +43,7 @@ class OpenAIBackend:
             service=f"endpoint '{endpoint.name}'",
             transport=transport,
             secret=endpoint.key,
+            url_hint="its URL (%amigo endpoint list)",
         )
         self._base = endpoint.url.rstrip("/")
 

@@ -111,3 +111,18 @@ def test_a_cache_file_replays_with_a_fresh_home_and_a_changed_prompt_fails_in_on
         "prompt differs ('Name a colour.' recorded, now 'Name a number.')"
     )
     assert chat_and_image_requests(own_server) == sent
+
+
+def test_a_notebook_that_resets_first_replays_in_its_own_history(
+    own_server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "analysis.ipynb")  # one history across the runs
+    monkeypatch.setenv("AMIGO_BASE_URL", own_server.base_url)
+    monkeypatch.setenv("AMIGO_CACHE", "auto")
+    cells = ("%amigo reset --all", *CELLS[:2])
+    first = answers(run(tmp_path, cells))
+    sent = chat_and_image_requests(own_server)
+    monkeypatch.setenv("AMIGO_CACHE", "replay")
+    second = answers(run(tmp_path, cells))
+    assert [s[:2] for s in second] == [f[:2] for f in first]
+    assert chat_and_image_requests(own_server) == sent

@@ -176,6 +176,11 @@ def from_bytes(data: bytes, label: str, budget: int) -> Picture:
                 f"{MAX_BYTES >> 20} MB a picture may be. Make it smaller, or import PIL first "
                 "(`from PIL import Image`) to have it scaled down."
             )
+        if picture_tokens(width, height) > budget:
+            raise ConfigError(
+                f"{label} ({width}x{height}) costs ~{picture_tokens(width, height)} tokens, "
+                f"over the budget of {budget}: import PIL first to have it scaled down."
+            )
         return Picture(mime, data, label, width, height)
     try:
         image = pil.open(io.BytesIO(data))

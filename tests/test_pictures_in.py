@@ -167,12 +167,17 @@ def test_nothing_is_imported_for_a_picture() -> None:
         "p = picture_of(P(), '{p}', 2000)\n"
         "assert (p.width, p.height) == (3000, 20), (p.width, p.height)  # no PIL: as it is\n"
         "assert picture_of(object(), '{o}', 2000) is None\n"
+        "try:\n    picture_of(P(), '{p}', 300)\nexcept Exception as e:\n    print(e)\n"
         "print(sorted(m for m in ('PIL', 'matplotlib', 'IPython', 'numpy') if m in sys.modules))"
     )
     shown = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert shown.strip() == "[]"
+    assert shown.splitlines() == [
+        "{p} (3000x20) costs ~765 tokens, over the budget of 300: import PIL first to have "
+        "it scaled down.",
+        "[]",
+    ]
 
 
 def test_attach_reads_a_picture_or_text_and_says_what_is_wrong(tmp_path: Path) -> None:

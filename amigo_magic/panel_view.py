@@ -17,7 +17,7 @@ import ipywidgets as widgets
 from . import catalog
 from .answer import AnswerState, one_line
 from .config import DEFAULT_TEMPERATURE
-from .render import escape_stream_html, markdown_html
+from .render import escape_stream_html, markdown_html, reasoning_html
 
 if TYPE_CHECKING:
     from .history import StoredImage, Turn
@@ -265,10 +265,11 @@ class TurnView:
         self.html.value = _turn_html(who, note, body)
 
     def show_live(self, state: AnswerState) -> None:
-        self.show(state.model, LIVE_NOTES.get(state.phase, ""), live_body(state))
+        thoughts = reasoning_html(state.reasoning, live=not state.text)  # apart, escaped
+        self.show(state.model, LIVE_NOTES.get(state.phase, ""), thoughts + live_body(state))
 
     def show_final(self, state: AnswerState) -> None:
-        body = final_body(state.text, state.phase, state.error)
+        body = reasoning_html(state.reasoning) + final_body(state.text, state.phase, state.error)
         self.show(state.model, FINAL_NOTES.get(state.phase, ""), body)
 
     def add_pictures(self, images: Sequence[StoredImage]) -> None:
@@ -286,6 +287,9 @@ class TurnView:
         view = cls(turn.role)
         who = "You" if turn.role == "user" else turn.model or "assistant"
         body = final_body(turn.content, "error" if turn.error else turn.status, turn.error)
+        thoughts = turn.meta.get("reasoning") if isinstance(turn.meta, dict) else None
+        if isinstance(thoughts, str):
+            body = reasoning_html(thoughts) + body
         view.show(who, FINAL_NOTES.get(turn.status, ""), body)
         if turn.images:
             view.add_pictures(turn.images)

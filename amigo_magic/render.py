@@ -46,6 +46,7 @@ __all__ = [
     "models_table",
     "notice",
     "progress",
+    "reasoning_html",
     "status_text",
     "tool_calls_bundle",
     "transcript",
@@ -213,19 +214,26 @@ def answer_bundle(
     return data, metadata
 
 
-def _with_reasoning(data: dict[str, Any], state: AnswerState) -> dict[str, Any]:
-    """The reasoning above the answer in its markup types (never in ``text/plain``): marked,
-    open while the model thinks, collapsed once it answers; escaped, on one line of markup so
-    no blank line in it ever ends the block and lets it be read as markdown."""
-    live = state.phase in LIVE_PHASES and not state.text
-    reasoning = state.reasoning[-4000:] if live else state.reasoning  # bounded while live
-    body = html.escape(reasoning).replace("\r", "").replace("\n", "<br>")
-    words = len(state.reasoning.split())
+def reasoning_html(reasoning: str, *, live: bool = False) -> str:
+    """A model's reasoning as one marked ``<details>`` (open while it thinks, collapsed once it
+    answers; "" for none): escaped, on one line of markup so no blank line in it ever ends the
+    block and lets it be read as markdown."""
+    if not reasoning:
+        return ""
+    shown = reasoning[-4000:] if live else reasoning  # bounded while it grows
+    body = html.escape(shown).replace("\r", "").replace("\n", "<br>")
+    words = len(reasoning.split())
     summary = f"💭 reasoning · {words} word{'' if words == 1 else 's'}" + (" …" if live else "")
-    block = (
+    return (
         f'<details class="amigo-reasoning"{" open" if live else ""}><summary>'
         f'{summary}</summary><div style="opacity: 0.75">{body}</div></details>'
     )
+
+
+def _with_reasoning(data: dict[str, Any], state: AnswerState) -> dict[str, Any]:
+    """The reasoning above the answer in its markup types, never in ``text/plain``."""
+    live = state.phase in LIVE_PHASES and not state.text
+    block = reasoning_html(state.reasoning, live=live)
     shown = dict(data)
     if "text/markdown" in shown:
         shown["text/markdown"] = f"{block}\n\n{shown['text/markdown']}"

@@ -18,7 +18,17 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import context, first_token, history, load, memory, notebook, saved, throughput
+from benchmarks import (
+    context,
+    first_token,
+    history,
+    load,
+    map,
+    memory,
+    notebook,
+    saved,
+    throughput,
+)
 from benchmarks.common import Context, Row, clean_environment, progress
 from benchmarks.report import machine, summary, table
 from benchmarks.server import ServerProcess
@@ -31,6 +41,7 @@ SECTIONS: list[ModuleType] = [
     memory,
     history,
     context,
+    map,
     saved,
 ]
 

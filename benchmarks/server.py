@@ -9,6 +9,7 @@ The parent drives the child over a pipe, one JSON line per command::
 
     {"op": "enqueue", "server": "amigo", "n": 50000, "stall_before": 0.2}   -> "ok"
     {"op": "enqueue", "server": "amigo", "size": 1000000}                   -> "ok"
+    {"op": "enqueue", "server": "amigo", "n": 8, "stall_before": 0.05, "count": 1000} -> "ok"
     {"op": "quit"}
 """
 
@@ -63,16 +64,21 @@ class ServerProcess:
         size: int | None = None,
         stall_before: float = 0.0,
         delay: float = 0.0,
+        count: int = 1,
+        echo: bool = False,
     ) -> None:
-        """Queue one streamed answer of ``n`` chunks (or ``size`` characters)."""
+        """Queue ``count`` streamed answers of ``n`` chunks (or ``size`` characters) each; with
+        ``echo``, the server's own answer to each request ("Echo: <its prompt>")."""
         self._call(
             {
+                "echo": echo,
                 "op": "enqueue",
                 "server": server,
                 "n": n,
                 "size": size,
                 "stall_before": stall_before,
                 "delay": delay,
+                "count": count,
             }
         )
 
@@ -110,6 +116,11 @@ def main() -> int:
             if command["op"] == "quit":
                 break
             try:
+                if command.get("echo"):  # the server's own answer: "Echo: <the prompt>"
+                    reply = Reply.stream(stall_before=float(command.get("stall_before") or 0))
+                    servers[command["server"]].enqueue(*[reply] * int(command.get("count") or 1))
+                    print("ok", flush=True)
+                    continue
                 if command.get("size"):
                     key = ("size", int(command["size"]))
                     if key not in cache:
@@ -120,13 +131,12 @@ def main() -> int:
                         cache[key] = chunks(key[1])
                 if len(cache) > 8:  # big answers: keep only a few
                     cache = {key: cache[key]}
-                servers[command["server"]].enqueue(
-                    Reply.stream(
-                        chunks=cache[key],
-                        stall_before=float(command.get("stall_before") or 0),
-                        delay=float(command.get("delay") or 0),
-                    )
+                reply = Reply.stream(
+                    chunks=cache[key],
+                    stall_before=float(command.get("stall_before") or 0),
+                    delay=float(command.get("delay") or 0),
                 )
+                servers[command["server"]].enqueue(*[reply] * int(command.get("count") or 1))
             except Exception as error:  # tell the parent, keep serving
                 print(f"error: {error!r}", flush=True)
                 continue

@@ -176,7 +176,7 @@ def test_bad_input_is_one_line_before_anything_is_sent(
     options = session.options()
     with pytest.raises(ConfigError, match=r"write \{item\}"):
         session.map("Classify this review", ["good", "bad"], options)
-    with pytest.raises(ConfigError, match="concurrency must be 1 to 256"):
+    with pytest.raises(ConfigError, match="concurrency must be 1 to 100"):
         session.map("{item}", [1], options, concurrency=0)
     with pytest.raises(ConfigError, match="got str"):
         session.map("{item}", "abc", options)

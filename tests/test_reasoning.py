@@ -109,3 +109,35 @@ def test_reasoning_is_open_while_the_model_thinks_and_collapsed_once_it_answers(
     answering = AnswerState("It is", "m", "default", "streaming", 1.0, 2, reasoning="weighing it")
     data, _ = answer_bundle(answering)
     assert data["text/markdown"].startswith('<details class="amigo-reasoning"><summary>')
+
+
+def test_the_panel_shows_reasoning_apart_and_keeps_it_out_of_the_answer(
+    server: AmigoServer, tmp_path: Any
+) -> None:
+    from amigo_magic import ChatPanel
+    from amigo_magic.config import Settings
+    from amigo_magic.runner import close_runner, get_runner
+    from amigo_magic.session import ChatSession
+    from amigo_magic.store import SQLiteStore
+    from tests.shell import wait_until
+
+    store = SQLiteStore(tmp_path / "h.db")
+    session = ChatSession(store=store, notebook="panel.ipynb", runner=get_runner())
+    settings = Settings(base_url=server.base_url)
+    panel = ChatPanel(session=session, settings=lambda: settings)
+    server.enqueue(sse({"reasoning_content": "<b>Add</b> them."}, {"content": "It is 4."}))
+    try:
+        panel.prompt.value = "2+2?"
+        panel.send_button.click()
+        wait_until(lambda: not panel.send_button.disabled, "the answer to end")
+        shown = str(panel.turn_boxes[1].children[0].value)
+        assert '<details class="amigo-reasoning"><summary>💭 reasoning · 2 words' in shown
+        assert "&lt;b&gt;Add&lt;/b&gt; them." in shown  # escaped
+        assert "It is 4." in shown
+        kept = store.load("panel.ipynb", "default")[-1]
+        assert (kept.content, kept.meta["reasoning"]) == ("It is 4.", "<b>Add</b> them.")
+        again = ChatPanel(session=session, settings=lambda: settings)  # from history
+        assert "amigo-reasoning" in str(again.turn_boxes[1].children[0].value)
+    finally:
+        close_runner()
+        store.close()

@@ -322,3 +322,19 @@ def test_unreadable_recordings_are_a_miss_with_a_notice(
     assert isinstance(pub, Recorder)
     notices = [d.data.get("text/plain", "") for d in pub.displays]
     assert any("cannot be read (no such table: recordings); none are used" in n for n in notices)
+
+
+def test_pictures_replay_from_their_bytes_and_a_new_prompt_misses(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell("%config AmigoMagics.cache = 'auto'")
+    ip.run_cell("%amigo_image a fox")
+    drawn = final(ip)["image/png"]
+    requests = len(server.requests)  # the image call and its picture's download
+    ip.run_cell("%config AmigoMagics.cache = 'replay'")
+    ip.run_cell("%amigo_image a fox")
+    assert final(ip)["image/png"] == drawn
+    assert len(server.requests) == requests
+    error = failure(ip, "%amigo_image a wolf")
+    assert "the prompt differs ('a fox' recorded, now 'a wolf')" in str(error)
+    assert len(server.requests) == requests

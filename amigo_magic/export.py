@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .history import StoredImage, Turn
@@ -77,6 +78,7 @@ def to_markdown(turns: Sequence[Turn], *, chat: str, path: Path) -> dict[Path, b
         who = "You" if turn.role == "user" else turn.model or "assistant"
         flag = "" if turn.status == "complete" else f" ({turn.status})"
         lines += [f"## {who}{flag}", "", turn.content, ""]
+        lines += _tool_lines(turn.meta.get("tools") if isinstance(turn.meta, dict) else None)
         for index, image in enumerate(turn.images, 1):
             name = f"turn{number}-{index}.{_EXTENSIONS.get(image.mime, 'bin')}"
             files[folder / name] = image.data
@@ -84,6 +86,18 @@ def to_markdown(turns: Sequence[Turn], *, chat: str, path: Path) -> dict[Path, b
             lines += [f"![{alt}]({folder.name}/{name})", ""]
     files[path] = "\n".join(lines).encode()
     return files
+
+
+def _tool_lines(calls: Any) -> list[str]:
+    """An answer's tool calls (``-T``), one line each: the call, how it ended, its result."""
+    lines = []
+    for call in calls if isinstance(calls, list) else ():
+        if isinstance(call, dict):
+            result = " ".join(str(call.get("result", "")).split())
+            result = result if len(result) <= 200 else result[:199] + "…"
+            label = f"{call.get('name', '?')}({call.get('arguments', '')})"
+            lines.append(f"- tool call `{label}` → {call.get('status', '?')}: {result}")
+    return [*lines, ""] if lines else []
 
 
 def write_chat(

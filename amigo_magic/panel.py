@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .answer import error_line, one_line
 from .errors import AmigoError, ConfigError
 from .panel_context import ContextControls
-from .panel_tools import Approvals
+from .panel_tools import Approvals, calls_widget
 from .panel_view import (
     FINAL_NOTES,
     NEW_CHAT,
@@ -355,6 +355,8 @@ class ChatPanel(PanelLayout):
     def _show_final(self, answer: Answer, view: TurnView) -> None:
         state = answer.snapshot()
         view.show_final(state)
+        if answer.meta.get("tools"):  # -T: the calls, collapsed under the answer
+            view.box.children = (*view.box.children, calls_widget(answer.meta["tools"]))
         self._say(status_text(state), error=state.phase == "error")
 
     def _show_pictures(self, answer: ImageAnswer, view: TurnView) -> None:

@@ -20,7 +20,17 @@ import ipywidgets as widgets
 if TYPE_CHECKING:
     from .answer import Live
 
-__all__ = ["Approvals"]
+__all__ = ["Approvals", "calls_widget"]
+
+
+def calls_widget(calls: list[dict[str, Any]]) -> widgets.HTML:
+    """An answer's tool calls, collapsed (``<details>``), every word escaped."""
+    from .render import tool_calls_bundle
+
+    data, _ = tool_calls_bundle(calls)
+    widget = widgets.HTML(data["text/html"])
+    widget.add_class("amigo-tool-calls")
+    return widget
 
 
 class Approvals:

@@ -75,6 +75,9 @@ def test_approve_in_the_panel_runs_the_call_and_the_answer_goes_on(
     assert calls == [(2, 3)]
     assert tool_message(server) == "5"
     assert "It is 5." in str(panel.turn_boxes[-1].children[0].value)
+    calls = str(panel.turn_boxes[-1].children[-1].value)
+    assert calls.startswith('<details class="amigo-tools"><summary>🔧 1 tool call</summary>')
+    assert "<code>add(a=2, b=3)</code> → ok: <code>5</code>" in calls
     assert not shown(panel)
 
 

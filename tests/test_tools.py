@@ -183,3 +183,24 @@ def test_a_real_kernel_without_stdin_denies(kernel: Kernel, server: AmigoServer)
     assert kernel.execute("%%amigo -T add\nWhat is 2 + 3?").status == "ok"  # no stdin
     assert tool_messages(server.requests[1])[0]["content"].startswith("The user did not allow")
     assert kernel.execute("print(calls)").stream_text == "[]\n"
+
+
+def test_the_calls_are_kept_with_the_turn_and_exported(
+    ip: TestingShell, server: AmigoServer, tmp_path: Any
+) -> None:
+    ip.run_cell(ADD)
+    magics(ip).approve_tools = "always"
+    server.enqueue(tool_call_stream(("add", '{"a": 2, "b": 3}')), Reply.stream("5."))
+    ip.run_cell("%%amigo -T add\nWhat is 2 + 3?")
+    (answer,) = [t for t in magics(ip).session.history("default") if t.role == "assistant"]
+    assert answer.meta["tools"] == [
+        {"id": "call_0_x", "name": "add", "arguments": '{"a": 2, "b": 3}', "status": "ok",
+         "result": "5"}
+    ]  # fmt: skip
+    assert answer.meta["tool_rounds"] == 1
+    ip.run_cell(f"%amigo export {tmp_path / 'chat.json'}")
+    exported = json.loads((tmp_path / "chat.json").read_text())
+    assert exported["turns"][-1]["meta"]["tools"][0]["result"] == "5"
+    ip.run_cell(f"%amigo export {tmp_path / 'chat.md'}")
+    markdown = (tmp_path / "chat.md").read_text()
+    assert '- tool call `add({"a": 2, "b": 3})` → ok: 5' in markdown

@@ -204,3 +204,17 @@ def test_concise_syntax_with_newlines() -> None:
         "type": "number",
         "description": "0 to 1, higher is better",
     }
+
+
+def test_the_local_model_answers_a_schema_through_llama_cpps_grammar(ip: TestingShell) -> None:
+    """The real SmolLM2 through llama.cpp: response_format becomes a grammar, so even a 135M
+    model answers valid JSON of the schema."""
+    pytest.importorskip("xllamacpp")
+    ip.run_cell(
+        "%%amigo -m local --schema 'name, age int' -t 0 --max-tokens 60 -o who\n"
+        "Ada Lovelace was 36."
+    )
+    who = ip.user_ns["who"]
+    assert set(who) == {"name", "age"}
+    assert isinstance(who["name"], str)
+    assert isinstance(who["age"], int)

@@ -35,7 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .batch import Failed
+    from .batch_item import Failed
     from .many import map
     from .panel import ChatPanel
     from .protocol import Message
@@ -77,7 +77,7 @@ __all__ = [
 _LAZY = {
     "AmigoChat": ".provider",
     "ChatPanel": ".panel",
-    "Failed": ".batch",
+    "Failed": ".batch_item",
     "ImageResponse": ".provider",
     "Message": ".protocol",
     "map": ".many",

@@ -21,20 +21,17 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sized
-from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .answer import error_line
-from .backends import Backend, ChatRequest
-from .context import build_messages
+from .batch_item import Failed, ItemAsker, Outcome
 from .errors import ConfigError
 from .interpolate import interpolate, without_lone_surrogates
-from .protocol import TextDelta, Usage
-from .redact import scrub
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .schema import Spec
     from .session import AskOptions, ChatSession
 
 __all__ = [
@@ -42,10 +39,8 @@ __all__ = [
     "Batch",
     "BatchState",
     "Failed",
-    "Outcome",
     "Results",
     "Summary",
-    "ask_once",
     "start",
 ]
 
@@ -56,61 +51,6 @@ MAX_CONCURRENCY = 100
 _REASONS = 10  # distinct error lines a summary keeps
 
 BatchPhase = Literal["running", "done", "stopped", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The result of an item whose request failed: its one-line error (falsy, so
-    ``[r for r in results if r]`` keeps the answers)."""
-
-    error: str
-    kind: str = "AmigoError"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __str__(self) -> str:
-        return f"✖ {self.error}"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one request brought back: its text, the server's token counts, or its error."""
-
-    text: str
-    usage: Usage | None = None
-    error: BaseException | None = None
-    pieces: int = 0
-
-    @property
-    def tokens(self) -> int:
-        if self.usage is not None and self.usage.completion_tokens is not None:
-            return self.usage.completion_tokens
-        return self.pieces
-
-
-async def ask_once(
-    backend: Backend, request: ChatRequest, secrets: tuple[str, ...] = ()
-) -> Outcome:
-    """One request, no history, no display: its whole text, or the error it ended with (a
-    cancellation is not caught — a stopped batch stops here)."""
-    parts: list[str] = []
-    usage: Usage | None = None
-    try:
-        async with aclosing(backend.chat(request)) as events:
-            async for event in events:
-                kind = type(event)
-                if kind is TextDelta:
-                    parts.append(event.text)  # type: ignore[union-attr]
-                elif kind is Usage:
-                    usage = event  # type: ignore[assignment]
-    except Exception as error:
-        return Outcome(_scrubbed("".join(parts), secrets), usage, error, len(parts))
-    return Outcome(_scrubbed("".join(parts), secrets), usage, None, len(parts))
-
-
-def _scrubbed(text: str, secrets: tuple[str, ...]) -> str:
-    return scrub(text, secrets) if secrets else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +113,7 @@ class Summary:
     reasons: tuple[tuple[str, int], ...] = ()
     stopped: bool = False
     error: str | None = None
+    recorded: int = 0  # answered from the replay cache's recordings: not sent
 
     @property
     def unanswered(self) -> int:
@@ -181,6 +122,8 @@ class Summary:
     def __str__(self) -> str:
         head = f"{self.answered:,} of {self.total:,} answered in {self.seconds:.1f} s"
         parts = [head, f"{self.tokens:,} tokens"]
+        if self.recorded:
+            parts.append(f"{self.recorded:,} from recordings (not sent)")
         if self.failed:
             why = "; ".join(f"{line} [{count}]" for line, count in self.reasons)
             parts.append(f"{self.failed:,} failed ({why})")
@@ -214,6 +157,7 @@ class Batch:
         self.failed = 0
         self.in_flight = 0
         self.tokens = 0
+        self.recorded = 0
         self.reasons: Counter[str] = Counter()
         self.started = time.monotonic()
         self.finished: float | None = None
@@ -252,6 +196,7 @@ class Batch:
             reasons=tuple(self.reasons.most_common(_REASONS)),
             stopped=self.phase == "stopped",
             error=error_line(self.error),
+            recorded=self.recorded,
         )
 
     def values(self) -> Any:
@@ -287,6 +232,7 @@ class Batch:
         self.in_flight -= 1
         self.done_count += 1
         self.tokens += outcome.tokens
+        self.recorded += outcome.cached
         if outcome.error is not None:
             line = error_line(outcome.error) or "failed"
             self.failed += 1
@@ -294,7 +240,7 @@ class Batch:
                 self.reasons[line] += 1
             self.results[index] = Failed(line, type(outcome.error).__name__)
         else:
-            self.results[index] = outcome.text
+            self.results[index] = outcome.result
         self.changed.set()
 
     def close(self, phase: BatchPhase, error: BaseException | None = None) -> None:
@@ -312,12 +258,14 @@ def start(
     options: AskOptions,
     *,
     concurrency: int = 8,
+    schema: Any = None,
     settings: Settings | None = None,
 ) -> Batch:
     """Start ``template`` over ``items`` on the session's loop; return the live batch at once.
 
-    Raises at once (nothing sent) for an unknown model, a bad concurrency, or a template that
-    does not say where an item goes.
+    Raises at once (nothing sent) for an unknown model, a bad concurrency or schema, a spent
+    budget, or a template that does not say where an item goes. ``schema`` is what ``--schema``
+    takes (a pydantic model, dataclass, TypedDict, JSON-schema dict or concise fields).
     """
     if not isinstance(template, str) or not template.strip():
         raise ConfigError("map needs a template: a prompt with {item} (or {column}) in it.")
@@ -325,6 +273,11 @@ def start(
         raise ConfigError(f"concurrency must be 1 to {MAX_CONCURRENCY}; got {concurrency!r}.")
     settings = settings or session.settings()
     target = session._chat_target(options, settings)
+    spec = _spec(schema)
+    if spec is not None:
+        system = "\n\n".join(part for part in (options.system, spec.instruction()) if part)
+        options = replace(options, system=system)
+    session.cache.check_budget()
     prefs = session.preferences()
     secrets = tuple(prefs.secrets(session._env))
     budget = prefs.context_budget
@@ -341,11 +294,7 @@ def start(
         batch.close("done")
         return batch
     jobs = itertools.chain([first], prompts)
-    backend = session._backend(target, settings)
-    known = tuple(settings.known_secrets())
-
-    def request(prompt: str) -> ChatRequest:
-        return ChatRequest(target.model, build_messages(prompt, [], options), options.params)
+    ask = ItemAsker(session, target, settings, options, spec)
 
     async def worker() -> None:
         for number, prompt in jobs:  # next() runs on the loop thread only: no item twice
@@ -353,7 +302,7 @@ def start(
             if isinstance(prompt, Failed):
                 batch.finish(number, Outcome("", error=ConfigError(prompt.error)))
                 continue
-            batch.finish(number, await ask_once(backend, request(prompt), known))
+            batch.finish(number, await ask(prompt))
 
     async def run() -> None:
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
@@ -415,6 +364,18 @@ def _prompts(
             yield number, Failed(str(error), "ConfigError")
             continue
         yield number, without_lone_surrogates(text)[0]
+
+
+def _spec(schema: Any) -> Spec | None:
+    """``schema=`` as ``--schema`` reads it: a class or dict by its name, else fields."""
+    if schema is None:
+        return None
+    from .schema import resolve_spec
+
+    if isinstance(schema, str):
+        return resolve_spec(schema, {})
+    name = getattr(schema, "__name__", "answer")
+    return resolve_spec(name, {name: schema})
 
 
 def _clock(seconds: float) -> str:

@@ -55,11 +55,6 @@ def map(
 
         labels = amigo_magic.map("One word, positive or negative: {item}", reviews, model="claude")
     """
-    if schema is not None:
-        raise ConfigError(
-            "schema= needs typed answers, which this build does not have yet: ask for JSON in "
-            "the template and parse it, or leave schema out."
-        )
     session = _session()
     sampling = _params(params)
     options = session.options(
@@ -70,7 +65,7 @@ def map(
         top_p=sampling.get("top_p"),
         max_tokens=None if sampling.get("max_tokens") is None else int(sampling["max_tokens"]),
     )
-    batch = session.map(template, items, options, concurrency=concurrency)
+    batch = session.map(template, items, options, concurrency=concurrency, schema=schema)
     follow_batch(batch, _progress_display())
     return batch.values()
 

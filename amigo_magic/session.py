@@ -390,12 +390,15 @@ class ChatSession(Library):
 
         self._runner.submit(run(), on_error=on_error)
 
-    def map(self, template: str, items: Any, options: AskOptions, *, concurrency: int = 8) -> Any:
+    def map(
+        self, template: str, items: Any, options: AskOptions, *, concurrency: int = 8,
+        schema: Any = None,
+    ) -> Any:  # fmt: skip
         """``template`` over ``items``, each its own request with no history; the live
         :class:`~.batch.Batch` at once (:mod:`.batch` has the rules)."""
         from .batch import start
 
-        return start(self, template, items, options, concurrency=concurrency)
+        return start(self, template, items, options, concurrency=concurrency, schema=schema)
 
     # -- images --------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 import amigo_magic
-from amigo_magic.batch import Failed
+from amigo_magic.batch_item import Failed
+from amigo_magic.config import Preferences
 from amigo_magic.errors import ConfigError
 from amigo_magic.runner import Runner
 from amigo_magic.session import ChatSession
@@ -200,3 +201,71 @@ def test_amigo_magic_map_in_a_shell_shows_progress_and_returns_results(
     ip.run_cell("%amigo history")
     assert len(chat_requests(server)) == 3
     assert amigo_magic.Failed is Failed
+
+
+@pytest.fixture
+def cached(server: AmigoServer, tmp_path: Path) -> Iterator[ChatSession]:
+    """A session with AmigoMagics.cache = 'auto': answers are recorded and reused."""
+    runner = Runner()
+    store = SQLiteStore(tmp_path / "history.db")
+    env = {"AMIGO_BASE_URL": server.base_url, "AMIGO_HOME": str(tmp_path)}
+    session = ChatSession(
+        store=store,
+        notebook="batch.ipynb",
+        runner=runner,
+        env=env,
+        preferences=lambda: Preferences(cache="auto"),
+    )
+    yield session
+    runner.close()
+    store.close()
+
+
+def test_a_stopped_batch_run_again_with_the_cache_sends_only_the_rest(
+    cached: ChatSession, server: AmigoServer
+) -> None:
+    items = [f"ticket {i}" for i in range(60)]
+    server.enqueue(*(Reply.stream(stall_before=0.05) for _ in range(60)))
+    batch = cached.map("Summarise {item}", items, cached.options(), concurrency=4)
+    deadline = time.monotonic() + 10
+    while batch.done_count < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batch.stop()
+    assert batch.wait(5)
+    first = batch.values()
+    answered = sum(r is not None for r in first)
+    assert 12 <= answered < 60
+    server.reset()
+    again = run(cached, "Summarise {item}", items, concurrency=4).values()
+    assert again == [f"Echo: Summarise ticket {i}" for i in range(60)]
+    assert len(chat_requests(server)) == 60 - answered  # counted on the wire
+    sent = {r.json["messages"][-1]["content"] for r in chat_requests(server)}
+    assert sent == {f"Summarise {items[i]}" for i, r in enumerate(first) if r is None}
+    assert again.summary.recorded == answered
+    assert f"{answered} from recordings (not sent)" in str(again.summary)
+    server.reset()
+    assert run(cached, "Summarise {item}", items).values() == again  # all recorded now
+    assert chat_requests(server) == []
+
+
+def test_a_schema_gives_typed_results_and_repairs_a_bad_answer_once(
+    session: ChatSession, server: AmigoServer
+) -> None:
+    server.enqueue(
+        Reply.stream('{"label": "positive", "stars": 5}'),
+        Reply.stream("I think it is negative."),
+        Reply.stream('{"label": "negative", "stars": 1}'),
+    )
+    options = session.options()
+    batch = session.map(
+        "Rate: {item}", ["great", "awful"], options, concurrency=1, schema="label, stars int"
+    )
+    assert batch.wait(10)
+    assert batch.values() == [
+        {"label": "positive", "stars": 5},
+        {"label": "negative", "stars": 1},
+    ]
+    first, _, repair = (r.json["messages"] for r in chat_requests(server))
+    assert "JSON schema" in first[0]["content"]  # the instruction, as --schema sends it
+    assert repair[-2] == {"role": "assistant", "content": "I think it is negative."}
+    assert "Reply again" in repair[-1]["content"]

@@ -1,8 +1,11 @@
 """The chat panel's pieces that hold no state of the panel: the picker's entries, one turn's
 widgets, and the small HTML fragments around already-safe bodies.
 
-Model text reaches a widget only as escaped text while it streams (:func:`live_body`) and as
-sanitised markdown once done (:func:`final_body`), both built by :mod:`.render`.
+A turn's text is shown the way a ``%%amigo`` cell shows it: an ``Output`` widget holding the
+bundle :func:`.render.turn_bundle` builds (safe ``text/markdown``), so the front end's own
+renderer highlights its code and typesets its math; while it streams, the finished blocks are
+formatted and the block being written is plain text (the same :class:`.render.AnswerView`).
+Only escaped text goes into HTML widgets (who, notes, reasoning, errors).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import ipywidgets as widgets
 from . import catalog
 from .answer import AnswerState, one_line
 from .config import DEFAULT_TEMPERATURE
-from .render import escape_stream_html, markdown_html, reasoning_html
+from .render import AnswerView, reasoning_html, turn_bundle
 
 if TYPE_CHECKING:
     from .history import StoredImage, Turn
@@ -85,15 +88,6 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _turn_html(who: str, note: str, body: str) -> str:
-    """A turn's header (who, and how it ended when not complete) over its already-safe body."""
-    note_html = f'<span class="amigo-note"> · {html.escape(note)}</span>' if note else ""
-    return (
-        f'<div class="amigo-who">{html.escape(who)}{note_html}</div>'
-        f'<div class="amigo-body">{body}</div>'
-    )
-
-
 def error_html(message: str | None) -> str:
     return f'<div class="amigo-error">{html.escape(one_line(message or "no answer"))}</div>'
 
@@ -102,14 +96,14 @@ def note_html(text: str) -> str:
     return f'<div class="amigo-empty">{html.escape(text)}</div>'
 
 
-def live_body(state: AnswerState) -> str:
-    return escape_stream_html(state.text) if state.text else ""
+def _head_html(who: str, note: str, extra: str = "") -> str:
+    """A turn's header: who, and how it ended when not complete; ``extra`` is already safe."""
+    note_html = f'<span class="amigo-note"> · {html.escape(note)}</span>' if note else ""
+    return f'<div class="amigo-who">{html.escape(who)}{note_html}</div>{extra}'
 
 
-def final_body(text: str, phase: str, error: str | None) -> str:
-    if text.strip():
-        return markdown_html(text)
-    return error_html(error) if phase == "error" else ""
+def _failure(text: str, failed: bool, error: str | None) -> str:
+    return error_html(error) if failed and not text.strip() else ""
 
 
 class PanelLayout(widgets.VBox):  # type: ignore[misc]
@@ -252,28 +246,54 @@ class PanelLayout(widgets.VBox):  # type: ignore[misc]
 
 
 class TurnView:
-    """One turn: an HTML widget (header and sanitised body), then its pictures."""
+    """One turn: its header (an HTML widget of escaped text), its text (an ``Output`` widget
+    showing the cell's bundle), then its pictures. While live the box has ``amigo-live``."""
 
     def __init__(self, role: str) -> None:
         self.html = widgets.HTML()
-        self.box = widgets.VBox((self.html,), layout=widgets.Layout(flex="0 0 auto"))
+        self.html.add_class("amigo-head")
+        self.body = widgets.Output()
+        self.body.add_class("amigo-body")
+        self.box = widgets.VBox((self.html, self.body), layout=widgets.Layout(flex="0 0 auto"))
         self.box.add_class("amigo-turn")
         self.box.add_class(f"amigo-turn-{role}")
+        self._view: AnswerView | None = None
 
-    def show(self, who: str, note: str, body: str) -> None:
-        """Replace the turn's HTML; ``body`` must already be escaped or sanitised."""
-        self.html.value = _turn_html(who, note, body)
+    def show(self, who: str, note: str = "", extra: str = "") -> None:
+        """The header; ``extra`` (already escaped HTML: reasoning, a caption, an error) under
+        it. The turn's text is left as it is."""
+        self.html.value = _head_html(who, note, extra)
+
+    def show_text(self, text: str, *, live: bool = False) -> None:
+        """The turn's text as the cell shows it (live: finished blocks formatted)."""
+        if live and self._view is None:
+            self._view = AnswerView()
+            self.box.add_class("amigo-live")
+        elif not live and self._view is not None:
+            self._view = None
+            self.box.remove_class("amigo-live")
+        data = turn_bundle(text, self._view) if text.strip() else {}
+        output = {"output_type": "display_data", "data": data, "metadata": {}}
+        self.body.outputs = (output,) if data else ()
 
     def show_live(self, state: AnswerState) -> None:
         thoughts = reasoning_html(state.reasoning, live=not state.text)  # apart, escaped
-        self.show(state.model, LIVE_NOTES.get(state.phase, ""), thoughts + live_body(state))
+        self.show(state.model, LIVE_NOTES.get(state.phase, ""), thoughts)
+        self.show_text(state.text, live=True)
 
     def show_final(self, state: AnswerState) -> None:
-        body = reasoning_html(state.reasoning) + final_body(state.text, state.phase, state.error)
-        self.show(state.model, FINAL_NOTES.get(state.phase, ""), body)
+        failed = _failure(state.text, state.phase == "error", state.error)
+        self.show(
+            state.model, FINAL_NOTES.get(state.phase, ""), reasoning_html(state.reasoning) + failed
+        )
+        self.show_text(state.text)
+
+    def text(self) -> str:
+        """The markdown the turn shows."""
+        return "".join(str(o.get("data", {}).get("text/markdown", "")) for o in self.body.outputs)
 
     def add_pictures(self, images: Sequence[StoredImage]) -> None:
-        self.box.children = (self.html, *(_picture(image) for image in images))
+        self.box.children = (self.html, self.body, *(_picture(image) for image in images))
 
     def close(self) -> None:
         """Close the turn's widgets (it left the transcript)."""
@@ -286,11 +306,12 @@ class TurnView:
         """A stored turn, as the transcript shows it."""
         view = cls(turn.role)
         who = "You" if turn.role == "user" else turn.model or "assistant"
-        body = final_body(turn.content, "error" if turn.error else turn.status, turn.error)
+        extra = _failure(turn.content, bool(turn.error), turn.error)
         thoughts = turn.meta.get("reasoning") if isinstance(turn.meta, dict) else None
         if isinstance(thoughts, str):
-            body = reasoning_html(thoughts) + body
-        view.show(who, FINAL_NOTES.get(turn.status, ""), body)
+            extra = reasoning_html(thoughts) + extra
+        view.show(who, FINAL_NOTES.get(turn.status, ""), extra)
+        view.show_text(turn.content)
         if turn.images:
             view.add_pictures(turn.images)
         return view
@@ -298,7 +319,8 @@ class TurnView:
     @classmethod
     def prompt(cls, text: str) -> TurnView:
         view = cls("user")
-        view.show("You", "", markdown_html(text))
+        view.show("You")
+        view.show_text(text)
         return view
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "status_text",
     "tool_calls_bundle",
     "transcript",
+    "turn_bundle",
     "value_table",
 ]
 
@@ -240,6 +241,20 @@ def _with_reasoning(data: dict[str, Any], state: AnswerState) -> dict[str, Any]:
     if "text/html" in shown:
         shown["text/html"] = block + shown["text/html"]
     return shown
+
+
+def turn_bundle(text: str, view: AnswerView | None = None) -> dict[str, Any]:
+    """A panel turn's text as a cell shows it, without the status line: safe ``text/markdown``
+    (with a live ``view``, the finished blocks and the plain tail) and ``text/plain``."""
+    from . import sanitize
+
+    if view is not None:
+        markdown = view.live.markdown(text)
+    elif len(text) > UNFORMATTED_ABOVE:
+        markdown = sanitize.as_code_block(text)
+    else:
+        markdown = sanitize.safe_markdown_closed(text)
+    return {"text/markdown": markdown, "text/plain": text}
 
 
 def markdown_html(text: str) -> str:

@@ -17,7 +17,7 @@ from playwright.sync_api import Locator, Page, expect
 from amigo_magic.panel import model_options
 from tests.amigo_server import AmigoServer, Reply
 from tests.browser import TIMEOUT, Lab, Notebook
-from tests.test_browser import PAYLOADS
+from tests.test_browser import _FINAL_JS, PAYLOADS, RICH_ANSWER
 
 pytest_plugins = ["tests.browser"]
 
@@ -83,12 +83,13 @@ def _run_cell(notebook: Notebook, index: int, command: str = "notebook:run-cell"
 def _watch_stream(panel: Panel) -> list[int]:
     """Poll the newest answer until it is final; the text lengths seen while it streamed."""
     lengths: list[int] = []
-    body = panel.newest().locator(".amigo-body")
+    turn = panel.newest()
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         # one JS call, so the final render cannot land between the two readings
-        live, text = body.evaluate(
-            "(el) => [el.querySelector('.amigo-stream') !== null, el.innerText.trim()]"
+        live, text = turn.evaluate(
+            "(el) => [el.classList.contains('amigo-live'),"
+            " el.querySelector('.amigo-body').innerText.trim()]"
         )
         if live and text and (not lengths or lengths[-1] != len(text)):
             lengths.append(len(text))
@@ -134,7 +135,7 @@ def test_panel_in_jupyterlab(lab: Lab, page: Page, server: AmigoServer) -> None:
     expect(panel.stop).to_be_enabled()
     lengths = _watch_stream(panel)
     assert len(lengths) >= 3, f"the answer did not visibly stream: lengths seen {lengths}"
-    assert lengths == sorted(lengths), f"the streamed text shrank: {lengths}"
+    assert lengths[0] < lengths[-1], f"the streamed text did not grow: {lengths}"
     panel.wait_idle()
     answer = panel.newest()
     expect(answer.locator("strong").first).to_have_text("list comprehension")
@@ -147,10 +148,11 @@ def test_panel_in_jupyterlab(lab: Lab, page: Page, server: AmigoServer) -> None:
     # Stop halts a long answer mid-way: the partial text stays, marked stopped.
     server.enqueue(Reply.stream(chunks=[f"word{i} " for i in range(400)], delay=0.03))
     panel.ask("Now write a very long essay")
-    expect(panel.newest().locator(".amigo-stream")).to_contain_text("word5 ", timeout=20_000)
+    expect(panel.newest()).to_have_class(re.compile(r"\bamigo-live\b"), timeout=20_000)
+    expect(panel.newest().locator(".amigo-body")).to_contain_text("word5 ", timeout=20_000)
     _run_cell(notebook, 3)  # the kernel is free while the panel streams
     notebook.wait_output(3, "42", timeout=10)
-    expect(panel.newest().locator(".amigo-stream")).to_be_visible()  # still streaming
+    expect(panel.newest()).to_have_class(re.compile(r"\bamigo-live\b"))  # still streaming
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.mouse.move(1270, 890)
     if os.environ.get("UPDATE_DOCS_IMAGES"):  # README pictures are refreshed on request only
@@ -215,3 +217,110 @@ def test_panel_in_jupyterlab(lab: Lab, page: Page, server: AmigoServer) -> None:
         ".some((n) => n.getAttributeNames().some((a) => a.startsWith('on')))"
     )
     assert handlers is False
+
+
+# WCAG contrast of an element's text over what is really behind it: the page's computed colours
+# (any CSS colour syntax, normalised through a canvas), backgrounds composited from the root down.
+_CONTRAST_JS = """(el) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 1;
+  const ctx = canvas.getContext('2d', {willReadFrequently: true});
+  const rgba = (c) => {
+    ctx.clearRect(0, 0, 1, 1);
+    ctx.fillStyle = '#000';
+    ctx.fillStyle = c;
+    ctx.fillRect(0, 0, 1, 1);
+    const d = ctx.getImageData(0, 0, 1, 1).data;
+    return [d[0], d[1], d[2], d[3] / 255];
+  };
+  const over = (top, bottom) => [0, 1, 2].map((i) => top[i] * top[3] + bottom[i] * (1 - top[3]));
+  const chain = [];
+  let opacity = 1;
+  for (let n = el; n && n.nodeType === 1; n = n.parentElement) {
+    chain.unshift(n);
+    opacity *= Number(getComputedStyle(n).opacity);
+  }
+  let bg = [255, 255, 255];
+  for (const n of chain) bg = over(rgba(getComputedStyle(n).backgroundColor), bg);
+  const fg = rgba(getComputedStyle(el).color);
+  const text = over([fg[0], fg[1], fg[2], fg[3] * opacity], bg);
+  const lum = (c) => {
+    const [r, g, b] = c.map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const [a, b] = [lum(text), lum(bg)].sort((x, y) => y - x);
+  return Math.round(((a + 0.05) / (b + 0.05)) * 100) / 100;
+}"""
+
+
+def _contrasts(panel: Panel) -> dict[str, float]:
+    """Contrast of the text a reader reads in the panel: each bubble's header and text, the
+    status line."""
+    targets = {
+        "you: who": panel.newest("user").locator(".amigo-who"),
+        "you: text": panel.newest("user").locator(".jp-RenderedMarkdown p").first,
+        "answer: who": panel.newest().locator(".amigo-who"),
+        "answer: text": panel.newest().locator(".jp-RenderedMarkdown p").first,
+        "answer: table": panel.newest().locator(".jp-RenderedMarkdown td").first,
+        "status": panel.status.locator(".widget-html-content"),
+    }
+    return {name: float(locator.evaluate(_CONTRAST_JS)) for name, locator in targets.items()}
+
+
+def _set_theme(notebook: Notebook, theme: str, light: bool) -> None:
+    notebook.command("apputils:change-theme", {"theme": theme})
+    notebook.page.wait_for_function(
+        f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'"
+    )
+    notebook.page.wait_for_timeout(500)  # the theme's stylesheet applied
+
+
+def test_panel_renders_like_the_cell_in_both_themes(
+    lab: Lab, page: Page, server: AmigoServer
+) -> None:
+    lab.write_notebook("rich-panel", ["%load_ext amigo_magic", "%amigo_panel"])
+    notebook = lab.open(page, "rich-panel")
+    _collapse_left_sidebar(notebook)
+    notebook.run_all()
+    notebook.wait_executed(0, 1)
+    panel = Panel(notebook, 1)
+    expect(panel.root).to_be_visible()
+
+    server.enqueue(Reply.stream(RICH_ANSWER, delay=0.02))
+    panel.ask("Show me *everything*")
+    expect(panel.newest()).to_have_class(re.compile(r"\bamigo-live\b"))
+    panel.wait_idle()
+    expect(panel.newest()).not_to_have_class(re.compile(r"\bamigo-live\b"))
+    turn = panel.newest()
+    page.wait_for_function(
+        "(el) => el.querySelectorAll('mjx-container').length >= 4", arg=turn.element_handle()
+    )
+    # The same renderer as the cell: highlighted code, MathJax with a two-row matrix, a table.
+    final = turn.evaluate(_FINAL_JS.replace(".jp-OutputArea-output", ".amigo-body"))
+    assert final["keywordColor"] is not None, final
+    assert (final["keywordColor"], final["keywordWeight"]) != (
+        final["plainColor"],
+        final["plainWeight"],
+    ), final
+    assert str(final["integral"]).startswith("∫01x2"), final
+    assert (final["matrixRows"], final["matrixCells"]) == (2, 4), final
+    assert final["mathErrors"] == 0, final
+    assert final["links"] == ["link"], final
+    expect(panel.newest("user").locator("em")).to_have_text("everything")
+    expect(turn.locator("table")).to_have_count(1)
+
+    light = _contrasts(panel)
+    assert min(light.values()) >= 4.5, light
+    page.mouse.move(1270, 890)
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        notebook.cell(1).screenshot(path=SCREENSHOT.with_name("panel-rich.png"))
+    _set_theme(notebook, "JupyterLab Dark", light=False)
+    dark = _contrasts(panel)
+    assert min(dark.values()) >= 4.5, dark
+    assert light != dark  # the colours did follow the theme
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        notebook.cell(1).screenshot(path=SCREENSHOT.with_name("panel-dark.png"))
+    _set_theme(notebook, "JupyterLab Light", light=True)

@@ -59,8 +59,20 @@ def send(panel: ChatPanel, prompt: str) -> float:
     return time.monotonic() - start
 
 
+def rendered(panel: ChatPanel, index: int) -> str:
+    """A turn as a front end that trusts it renders it: its header, then its markdown."""
+    from markdown_it import MarkdownIt
+
+    head, _, markdown = turn_html(panel, index).partition("\n")
+    return head + MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+
 def turn_html(panel: ChatPanel, index: int) -> str:
-    return str(panel.turn_boxes[index].children[0].value)
+    """A turn's header HTML, then the markdown its Output widget shows (the cell's bundle)."""
+    box = panel.turn_boxes[index]
+    shown = [o["data"].get("text/markdown", "") for o in box.children[1].outputs]
+    live = " amigo-live" if "amigo-live" in box._dom_classes else ""
+    return f"{box.children[0].value}{live}\n" + "".join(shown)
 
 
 def status(panel: ChatPanel) -> str:
@@ -153,15 +165,16 @@ def test_send_streams_without_blocking_and_reenables(
 
     def streaming() -> bool:
         live.append(turn_html(panel, 1))
-        return "amigo-stream" in live[-1] and "Here is **bold**" in live[-1]
+        return "amigo-live" in live[-1] and "Here is **bold**" in live[-1]
 
-    wait_until(streaming, "streamed text")  # escaped text while streaming, no markdown yet
-    assert "<strong>" not in live[-1]
+    wait_until(streaming, "streamed text")  # the unfinished paragraph as plain code
+    assert "```\nHere is **bold**" in live[-1]
     wait_until(lambda: idle(panel), "the answer to end")
 
     final = turn_html(panel, 1)
-    assert "<strong>bold</strong>" in final
-    assert "<code>code</code>" in final
+    assert "amigo-live" not in final
+    assert "Here is **bold** text and `code`" in final  # markdown the front end renders
+    assert "```" not in final
     assert "gpt-4o-mini" in final
     assert "stopped" not in final
     assert "error" not in final
@@ -282,12 +295,12 @@ def test_transcript_loads_from_history_sanitised_with_pictures(
 
     panel = make_panel()
     assert len(panel.turn_boxes) == 6
-    assert "<em>this</em>" in turn_html(panel, 0)
-    answer = turn_html(panel, 1)
+    assert "<em>this</em>" in rendered(panel, 0)
+    answer = rendered(panel, 1)
     assert "<script>" not in answer
     assert "&lt;script&gt;" in answer
     assert "<strong>fine</strong>" in answer
-    (image,) = panel.turn_boxes[3].children[1:]
+    (image,) = panel.turn_boxes[3].children[2:]
     assert isinstance(image, widgets.Image)
     assert (image.value, image.format) == (picture, "png")
     assert "■ stopped" in turn_html(panel, 5)
@@ -447,7 +460,7 @@ def test_an_image_model_draws_a_picture(
     assert panel.send_button.disabled
     wait_until(lambda: idle(panel), "the picture")
     box = panel.turn_boxes[1]
-    (image,) = box.children[1:]
+    (image,) = box.children[2:]
     assert isinstance(image, widgets.Image)
     (fetched,) = [r.path for r in server.requests if r.path.startswith("/files/")]
     assert image.value == server.images[fetched]

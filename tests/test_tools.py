@@ -102,6 +102,22 @@ def test_an_approved_streamed_call_runs_once_and_its_result_goes_back(
     assert turn
 
 
+def test_an_openai_compatible_endpoint_gets_the_tools_and_the_tool_message(
+    ip: TestingShell,
+) -> None:
+    ip.run_cell(ADD)
+    magics(ip).approve_tools = "always"
+    with AmigoServer(strict_headers=False, success_status=200) as lab:
+        magics(ip).endpoints = {"lab": {"url": lab.base_url}}
+        lab.enqueue(tool_call_stream(("add", '{"a": 4, "b": 5}')), Reply.stream("9."))
+        ip.run_cell("%%amigo -m lab:llama3.2 -T add\nWhat is 4 + 5?")
+        first, second = lab.requests
+    assert first.path == second.path == "/v1/chat/completions"
+    assert [t["function"]["name"] for t in first.json["tools"]] == ["add"]
+    assert tool_messages(second) == [{"role": "tool", "tool_call_id": "call_0_x", "content": "9"}]
+    assert ip.user_ns["calls"] == [(4, 5)]
+
+
 def test_without_a_way_to_ask_the_call_is_denied(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell(ADD)  # approve_tools is "ask"; pytest's captured stdin cannot be asked
     server.enqueue(tool_call_stream(("add", '{"a": 2, "b": 3}')), Reply.stream("I may not."))

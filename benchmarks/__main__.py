@@ -26,6 +26,7 @@ from benchmarks import (
     map,
     memory,
     notebook,
+    replay,
     saved,
     throughput,
 )
@@ -42,6 +43,7 @@ SECTIONS: list[ModuleType] = [
     history,
     context,
     map,
+    replay,
     saved,
 ]
 

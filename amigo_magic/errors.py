@@ -4,7 +4,9 @@
 
     AmigoError                      base; renders as one line in IPython, never a traceback
     ├── ConfigError                 bad settings or arguments
-    │   └── UnknownModelError       also a ValueError, as the seed's get_personaId promised
+    │   ├── UnknownModelError       also a ValueError, as the seed's get_personaId promised
+    │   ├── ReplayMissError         cache = 'replay' and no recording (cache.py); nothing sent
+    │   └── BudgetExceededError     the notebook's budget is reached (usage.py); nothing sent
     ├── AnswerFormatError           the answer is not in the format asked for (-f json)
     ├── AnswerStopped               the user stopped an answer (a KeyboardInterrupt too)
     ├── HistoryBusyError            the history could not be changed now; nothing was

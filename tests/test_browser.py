@@ -360,3 +360,11 @@ def test_rich_answer_renders_as_well_as_markdown(lab: Lab, page: Page, server: A
     text = notebook.output_text(1)
     for syntax in ("# Solving", "**", "```", "| ---"):
         assert syntax not in text, text
+    # The README's pictures of it, in the light and the dark theme.
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        page.mouse.move(1270, 890)
+        notebook.cell(1).screenshot(path=SCREENSHOT.with_name("answer-rich.png"))
+        notebook.command("apputils:change-theme", {"theme": "JupyterLab Dark"})
+        page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+        page.wait_for_timeout(800)
+        notebook.cell(1).screenshot(path=SCREENSHOT.with_name("answer-rich-dark.png"))

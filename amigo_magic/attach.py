@@ -294,6 +294,8 @@ def read_attachment(path: str, budget: int) -> Picture | str:
         size = file.stat().st_size
         if file.is_dir():
             raise ConfigError(f"{where} is a folder: attach a file.")
+        if not file.is_file():  # a device or a pipe (/dev/zero, a FIFO) would be read forever
+            raise ConfigError(f"{where} is not a regular file (a device or a pipe): attach a file.")
         if size > READ_LIMIT:
             raise ConfigError(
                 f"{where} is {size / 2**20:,.0f} MB: attach a file under {READ_LIMIT >> 20} MB."

@@ -405,11 +405,11 @@ def test_the_panel_shows_the_pictures_a_prompt_sent(
     session = ip.magics_manager.registry["AmigoMagics"].session
     panel = ChatPanel(session=session)
     asked, answered = panel.turn_boxes
-    (picture,) = asked.children[1:]
+    (picture,) = asked.children[2:]  # after the head and the text
     assert isinstance(picture, widgets.Image)
     assert picture.format == "png"
     assert picture.value == session.history()[0].images[0].data
-    assert answered.children[1:] == ()
+    assert answered.children[2:] == ()
     panel.close()
 
 

@@ -1,0 +1,211 @@
+"""The reviewer's findings: where the landed features meet — secrets, untrusted model output,
+bad input, no data lost — each defect a test against the loopback server, the in-process shell
+or a real kernel. A defect not fixed yet is ``xfail(strict=True)`` with what the user sees; the
+fix drops the mark."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amigo_magic.errors import AmigoError, ConfigError
+from amigo_magic.usage import BudgetExceededError
+from tests.amigo_server import AmigoServer, Reply
+from tests.shell import Recorder, TestingShell
+
+KEY = "sk-review-5b7e1c9d3a2f4e60"
+
+
+@pytest.fixture
+def ip(ip: TestingShell) -> Iterator[TestingShell]:
+    """The shared shell; the settings these tests change go back to their defaults after."""
+    yield ip
+    for setting in ("cache = ''", "cache_file = ''", "params = {}", "budget_tokens = 0"):
+        ip.run_cell(f"%config AmigoMagics.{setting}")
+    ip.run_cell("%config AmigoMagics.budget_usd = 0.0")
+    ip.run_cell("%config AmigoMagics.approve_tools = 'ask'")
+
+
+@pytest.fixture
+def home() -> Path:
+    return Path(os.environ["AMIGO_HOME"])
+
+
+def stored(home: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+
+def shown(ip: TestingShell) -> str:
+    pub = ip.display_pub
+    assert isinstance(pub, Recorder)
+    return "\n".join(repr(d.data) for d in pub.displays)
+
+
+def chat_requests(server: AmigoServer) -> list[Any]:
+    return [r for r in server.requests if r.path == "/v1/chat/completions"]
+
+
+def failure(ip: TestingShell, cell: str) -> BaseException:
+    result = ip.run_cell_quietly(cell)
+    error = result.error_in_exec or result.error_before_exec
+    assert error is not None, "the cell should have failed"
+    return error  # type: ignore[no-any-return]
+
+
+def tool_call_stream(name: str, arguments: str) -> Reply:
+    """An SSE answer that calls one tool, as OpenAI streams it."""
+    head = {"index": 0, "id": "call_0_x", "type": "function",
+            "function": {"name": name, "arguments": arguments}}  # fmt: skip
+    events: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [head]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    return Reply.raw(body.encode(), content_type="text/event-stream")
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+TOOLS = '''
+import os
+
+def settings() -> str:
+    """The notebook's settings."""
+    return "AMIGO_API_KEY=" + os.environ["AMIGO_API_KEY"]
+
+def connect() -> str:
+    """Connect to the service."""
+    raise RuntimeError("refused with key " + os.environ["AMIGO_API_KEY"])
+'''
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a -T tool's result goes to the model, the output and Turn.meta['tools'] unscrubbed "
+    "(tools.Toolbox.bounded: {var} is scrubbed, a tool's return value is not)",
+)
+def test_a_tools_result_holding_the_key_is_never_sent_shown_or_stored(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    monkeypatch.setenv("AMIGO_API_KEY", KEY)
+    ip.run_cell(TOOLS)
+    ip.run_cell("%config AmigoMagics.approve_tools = 'always'")
+    server.enqueue(tool_call_stream("settings", "{}"), Reply.stream("Done."))
+    ip.run_cell("%%amigo -T settings\nWhat are my settings?")
+    first, second = chat_requests(server)
+    assert KEY not in first.body.decode()  # the prompt side is scrubbed already
+    assert "AMIGO_API_KEY=" in second.body.decode()  # the result went back …
+    assert KEY not in second.body.decode()  # … without the key
+    assert KEY not in shown(ip)
+    assert KEY.encode() not in stored(home)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a -T tool's exception message is sent, shown and stored with the key in it "
+    "(tools.PendingCall.approve)",
+)
+def test_a_tools_error_naming_the_key_is_never_sent_shown_or_stored(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    monkeypatch.setenv("AMIGO_API_KEY", KEY)
+    ip.run_cell(TOOLS)
+    ip.run_cell("%config AmigoMagics.approve_tools = 'always'")
+    server.enqueue(tool_call_stream("connect", "{}"), Reply.stream("It failed."))
+    ip.run_cell("%%amigo -T connect\nConnect, please.")
+    second = chat_requests(server)[1]
+    assert "RuntimeError: refused with key" in second.body.decode()
+    assert KEY not in second.body.decode()
+    assert KEY not in shown(ip)
+    assert KEY.encode() not in stored(home)
+
+
+# -- bad input: one readable line ---------------------------------------------------------------
+
+
+def test_attaching_a_device_is_one_line_not_a_hang(ip: TestingShell, server: AmigoServer) -> None:
+    """``--attach /dev/zero`` (or a FIFO) read forever and filled memory."""
+    outcome: dict[str, BaseException] = {}
+
+    def attach() -> None:
+        outcome["error"] = failure(ip, "%%amigo --attach /dev/zero --dry-run\nWhat is this?")
+
+    worker = threading.Thread(target=attach, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "--attach /dev/zero still reading after 10 s"
+    error = outcome["error"]
+    assert isinstance(error, ConfigError)
+    assert "--attach /dev/zero" in str(error)
+    assert "\n" not in str(error)
+    assert chat_requests(server) == []
+
+
+def recording_line(created: Any = 1764633000.0, messages: Any = None) -> str:
+    if messages is None:
+        messages = [{"role": "user", "content": "old"}]
+    request = {"kind": "chat", "target": "amigo", "model": "gpt-4o-mini", "params": {},
+               "format": "markdown", "messages": messages}  # fmt: skip
+    return json.dumps(
+        {
+            "v": 1,
+            "key": "0" * 64,
+            "created": created,
+            "notebook": "",
+            "request": request,
+            "answer": {"text": "old answer"},
+        }
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a damaged cache-file line that still parses — a date out of time.gmtime's range "
+    "(1e300), messages that are not a list (5) — passes "
+    "Recording.from_json, and the replay miss's explanation then raises (OverflowError in "
+    "Recording.when, TypeError in cache._likeness): a raw traceback "
+    "instead of the one line, where a damaged line should be skipped with the notice (cache.py)",
+)
+@pytest.mark.parametrize(
+    "line",
+    [recording_line(created=1e300), recording_line(messages=5)],
+    ids=["date", "messages"],
+)
+def test_a_damaged_recording_that_parses_is_still_a_one_line_miss(
+    ip: TestingShell, server: AmigoServer, tmp_path: Path, line: str
+) -> None:
+    cassette = tmp_path / "answers.jsonl"
+    cassette.write_text(line + "\n")
+    ip.run_cell(f"%config AmigoMagics.cache_file = {str(cassette)!r}")
+    ip.run_cell("%config AmigoMagics.cache = 'replay'")
+    error = failure(ip, "%%amigo --no-history\nnew")
+    assert isinstance(error, AmigoError), repr(error)
+    assert "nothing sent" in str(error)
+    assert chat_requests(server) == []
+
+
+# -- the budget ------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="map's requests are never counted: budget_tokens is checked when a map starts, but "
+    "its items (no history, so no turns) add nothing to the total — a 20,000-item map passes a "
+    "cap of 5 tokens and the next cell is still sent (batch.py / replay.SessionCache.uses)",
+)
+def test_a_maps_tokens_count_toward_the_budget(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("import amigo_magic")
+    ip.run_cell("%config AmigoMagics.budget_tokens = 5")
+    ip.run_cell("answers = amigo_magic.map('Say {item}', ['a', 'b', 'c'], concurrency=1)")
+    assert ip.user_ns["answers"] == ["Echo: Say a", "Echo: Say b", "Echo: Say c"]
+    assert len(chat_requests(server)) == 3
+    error = failure(ip, "%%amigo\nand now?")
+    assert isinstance(error, BudgetExceededError), repr(error)
+    assert len(chat_requests(server)) == 3  # nothing sent

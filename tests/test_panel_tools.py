@@ -18,6 +18,7 @@ from amigo_magic.session import ChatSession
 from amigo_magic.store import SQLiteStore
 from tests.amigo_server import AmigoServer, Reply
 from tests.shell import wait_until
+from tests.test_panel import turn_html
 from tests.test_tools import tool_call_stream
 
 
@@ -74,7 +75,7 @@ def test_approve_in_the_panel_runs_the_call_and_the_answer_goes_on(
     wait_until(lambda: not panel.send_button.disabled, "the answer to end")
     assert calls == [(2, 3)]
     assert tool_message(server) == "5"
-    assert "It is 5." in str(panel.turn_boxes[-1].children[0].value)
+    assert "It is 5." in turn_html(panel, -1)
     calls = str(panel.turn_boxes[-1].children[-1].value)
     assert calls.startswith('<details class="amigo-tools"><summary>🔧 1 tool call</summary>')
     assert "<code>add(a=2, b=3)</code> → ok: <code>5</code>" in calls

@@ -86,6 +86,7 @@ class AmigoMagics(AmigoSettings):
     @argument("--no-interpolate", action="store_true", help="send {braces} as written")
     @argument("-o", "--out", help="also store the answer text in this variable")
     @argument("--dry-run", action="store_true", help="show what would be sent; send nothing")
+    @argument("--bg", action="store_true", help="answer in the background (%%amigo wait)")
     @argument("--cells", type=int, metavar="N", help="send the last N cells and their output too")
     @argument("--attach", action="append", default=[], metavar="PATH", help="send a file too "
               "(a picture, or text); may be repeated")  # fmt: skip
@@ -168,10 +169,23 @@ class AmigoMagics(AmigoSettings):
             )  # fmt: skip
         if args.dry_run:
             return self.session.preview(prompt, options)
+        if args.bg or "," in (args.model or ""):  # many_cells.py: --bg, -m a,b
+            return self._many(prompt, options, fmt, args)
         text = self.ask(prompt, options, fmt)
         if args.out:
             self.shell.user_ns[args.out] = text
         return None
+
+    def _many(self, prompt: Prompt, options: AskOptions, fmt: str, args: Any) -> None:
+        from . import many_cells
+
+        if options.schema is not None or options.toolbox is not None:
+            raise UsageError("--schema and -T answer in the foreground: drop --bg or -m a,b.")
+        if "," in (args.model or ""):
+            if args.bg or args.out:
+                raise UsageError("-m a,b compares in the cell, with no --bg or -o: %amigo keep N")
+            return many_cells.side_by_side(self, prompt, options, args.model.split(","))
+        return many_cells.background(self, prompt, options, fmt, args.out)
 
     def ask(self, prompt: Prompt | str, options: AskOptions, fmt: str) -> Any:
         """Send, stream the answer into this cell, and return its text (its typed value with

@@ -163,3 +163,42 @@ def _session() -> ChatSession:
 
             _script_session = ChatSession.open(notebook="script")
         return _script_session
+
+
+def map_verb(magics: Any, argv: list[str]) -> Any:
+    """``%amigo map ITEMS TEMPLATE [-m MODEL] [-j N] [-s SYSTEM] [-o NAME]``: :func:`map` over
+    the notebook variable ``ITEMS``; the results are shown, or bound to ``NAME``."""
+    import argparse
+
+    from IPython.core.error import UsageError
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:
+            raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+    parser = Parser(prog="%amigo map", add_help=False)
+    parser.add_argument("items", help="a notebook variable: a list, Series or DataFrame")
+    parser.add_argument("template", help="the prompt, with {item} or {column}")
+    parser.add_argument("-m", "--model")
+    parser.add_argument("-j", "--concurrency", type=int, default=8)
+    parser.add_argument("-s", "--system")
+    parser.add_argument("-o", "--out")
+    args = parser.parse_args(argv)
+    namespace = magics.shell.user_ns
+    if args.items not in namespace:
+        raise ConfigError(f"%amigo map {args.items}: no such variable in the notebook.")
+    if args.out is not None:
+        from .cells import check_out_name
+
+        check_out_name(args.out, magics.shell)
+    results = map(
+        args.template,
+        namespace[args.items],
+        model=args.model,
+        concurrency=args.concurrency,
+        system=args.system,
+    )
+    if args.out:
+        namespace[args.out] = results
+        return None
+    return results

@@ -400,6 +400,13 @@ class ChatSession(Library):
 
         return start(self, template, items, options, concurrency=concurrency, schema=schema)
 
+    def compare(self, prompt: Prompt | str, options: AskOptions, models: Sequence[str]) -> Any:
+        """The same messages to each of ``models`` at once, nothing recorded until one is kept:
+        the live :class:`~.compare.Comparison` at once (``-m claude,gpt-4o``)."""
+        from .compare import start
+
+        return start(self, Prompt(prompt) if isinstance(prompt, str) else prompt, options, models)
+
     # -- images --------------------------------------------------------------------------------
 
     def image(

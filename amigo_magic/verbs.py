@@ -59,6 +59,9 @@ HELP = [
     ("%amigo export PATH [--format md|json] [-c CHAT] [--force]", "save a chat"),
     ("%amigo usage [--chat NAME] [--all]", "requests, tokens and cost per model (and day)"),
     ("%amigo fix [--apply]", "explain the last error; --apply: the fix as a diff and a new cell"),
+    ("%amigo map ITEMS TEMPLATE [-m MODEL] [-j N] [-o NAME]", "one answer per item, N at once"),
+    ("%amigo wait", "block until every %%amigo --bg answer is done"),
+    ("%amigo keep N", "keep answer N of the last %%amigo -m a,b cell as the turn"),
     ("%amigo config", "effective settings (the key is never shown)"),
     ("%amigo key", "enter an API key without echo; kept in memory only"),
     ("%amigo version", "versions of amigo_magic and its stack"),
@@ -254,6 +257,30 @@ def _apply(magics: AmigoMagics, source: str, answer: str) -> None:
     display(data, metadata=metadata, raw=True)
     magics.shell.set_next_input(code, replace=False)
     display(notice("↓ The fixed code is in a new cell below, ready to run."))
+
+
+@_verb("wait")
+def _wait(magics: AmigoMagics, argv: list[str]) -> Any:
+    from .many_cells import wait
+
+    _no_args("wait", argv)
+    return wait(magics)
+
+
+@_verb("keep")
+def _keep(magics: AmigoMagics, argv: list[str]) -> Any:
+    from .many_cells import keep
+
+    if len(argv) != 1 or not argv[0].isdigit():
+        raise UsageError("usage: %amigo keep N   (the column of the last %%amigo -m a,b cell)")
+    return keep(magics, int(argv[0]))
+
+
+@_verb("map")
+def _map(magics: AmigoMagics, argv: list[str]) -> Any:
+    from .many import map_verb
+
+    return map_verb(magics, argv)
 
 
 @_verb("config")

@@ -30,6 +30,7 @@ FRONT_ENDS = {
     "complete",
     "help_text",
     "many",
+    "many_cells",
     "panel_tools",
     "panel_context",
 }

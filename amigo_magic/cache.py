@@ -54,6 +54,8 @@ log = logging.getLogger("amigo_magic.cache")
 CACHE_MODES = ("off", "auto", "replay")
 FORMAT_VERSION = 1
 CLOSEST_SCAN = 2000  # recordings compared at most when explaining a miss
+LATEST = 253402300799  # 9999-12-31 23:59:59 UTC: a later date is a damaged recording
+_PARTS = {"kind": str, "target": str, "model": str, "format": str, "params": dict}
 
 
 class ReplayMissError(ConfigError):
@@ -153,8 +155,17 @@ class Recording:
         if not isinstance(data, dict) or not isinstance(data.get("key"), str):
             raise ValueError("not a recording")
         answer, request = data.get("answer"), data.get("request")
-        if not isinstance(answer, dict) or not isinstance(request, dict):
+        if not isinstance(answer, dict) or not _is_request(request):
             raise ValueError("a recording without its request or answer")
+        created = data.get("created", 0.0)
+        if isinstance(created, bool) or not isinstance(created, int | float):
+            raise ValueError("a recording without its date")
+        if not 0 <= created <= LATEST:  # also NaN and infinities
+            raise ValueError("a recording dated out of range")
+        if not isinstance(answer.get("text", ""), str) or not isinstance(
+            answer.get("images") or [], list
+        ):
+            raise ValueError("a recording whose answer is not text and pictures")
         images = tuple(
             StoredImage(str(i["mime"]), base64.b64decode(i["data"], validate=True), str(i["alt"]))
             for i in answer.get("images") or ()
@@ -170,9 +181,21 @@ class Recording:
             estimated=bool(answer.get("estimated")),
             finish=answer.get("finish") if isinstance(answer.get("finish"), str) else None,
             images=images,
-            created=float(data.get("created") or 0.0),
+            created=float(created),
             notebook=str(data.get("notebook") or ""),
         )
+
+
+def _is_request(request: Any) -> bool:
+    """``request`` has the shape :func:`request_parts` gives (a damaged one may parse as JSON)."""
+    if not isinstance(request, dict):
+        return False
+    if any(not isinstance(request.get(k), kind) for k, kind in _PARTS.items()):
+        return False
+    if request["kind"] == "image":
+        return isinstance(request.get("prompt"), str)
+    messages = request.get("messages")
+    return isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
 
 
 class Recordings:
@@ -180,6 +203,7 @@ class Recordings:
     about it (damaged entries skipped) for the front end to show once."""
 
     where = "memory"
+    damaged = 0  # entries skipped because they are not recordings
 
     def __init__(self) -> None:
         self.notices: list[str] = []
@@ -277,6 +301,7 @@ class FileRecordings(MemoryRecordings):
                 "(replay)."
             )
         self._items, self._seen = items, (stat.st_size, stat.st_mtime_ns)
+        self.damaged = damaged
 
     def lookup(self, key: str) -> Recording | None:
         with self._lock:
@@ -461,12 +486,15 @@ def difference(now: Mapping[str, Any], then: Mapping[str, Any]) -> str:
     return "the history differs (an earlier message changed)"
 
 
-def explain_miss(parts: Mapping[str, Any], closest: Recording | None, where: str) -> str:
+def explain_miss(
+    parts: Mapping[str, Any], closest: Recording | None, where: str, damaged: int = 0
+) -> str:
     """The one line of a replay miss: nothing was sent, what differs, what to do."""
     head = "No recorded answer for this request (AmigoMagics.cache = 'replay', nothing sent)"
     fix = "Record it with AmigoMagics.cache = 'auto' (or %env AMIGO_CACHE=auto)."
     if closest is None:
-        return f"{head}, and {where} holds no recordings. {fix}"
+        skipped = f" ({damaged} damaged line{'s' if damaged != 1 else ''} skipped)"
+        return f"{head}, and {where} holds no recordings{skipped if damaged else ''}. {fix}"
     return (
         f"{head}: {difference(parts, closest.request)} from the closest recording "
         f"({closest.when}, in {where}). {fix}"

@@ -119,7 +119,8 @@ class CachePlan:
             self.found = recordings.lookup(self.key)
         if self.found is None and mode == "replay":
             closest = recordings.closest(parts, notebook)
-            raise ReplayMissError(explain_miss(parts, closest, recordings.where))
+            where, damaged = recordings.where, recordings.damaged
+            raise ReplayMissError(explain_miss(parts, closest, where, damaged))
 
     def mark(self, live: Live) -> None:
         """Say on ``live`` (its status line, its turn) that it is a replay."""

@@ -130,7 +130,9 @@ def test_the_panel_shows_reasoning_apart_and_keeps_it_out_of_the_answer(
         panel.prompt.value = "2+2?"
         panel.send_button.click()
         wait_until(lambda: not panel.send_button.disabled, "the answer to end")
-        shown = str(panel.turn_boxes[1].children[0].value)
+        box = panel.turn_boxes[1]  # the header's HTML (the reasoning), then the answer's Output
+        text = [o["data"].get("text/markdown", "") for o in box.children[1].outputs]
+        shown = str(box.children[0].value) + "".join(text)
         assert '<details class="amigo-reasoning"><summary>💭 reasoning · 2 words' in shown
         assert "&lt;b&gt;Add&lt;/b&gt; them." in shown  # escaped
         assert "It is 4." in shown
@@ -138,6 +140,7 @@ def test_the_panel_shows_reasoning_apart_and_keeps_it_out_of_the_answer(
         assert (kept.content, kept.meta["reasoning"]) == ("It is 4.", "<b>Add</b> them.")
         again = ChatPanel(session=session, settings=lambda: settings)  # from history
         assert "amigo-reasoning" in str(again.turn_boxes[1].children[0].value)
+        assert "Add" not in "".join(str(o) for o in box.children[1].outputs)  # not the answer
     finally:
         close_runner()
         store.close()

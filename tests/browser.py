@@ -55,6 +55,7 @@ __all__ = [
     "chromium_page",
     "jupyterlab",
     "lab",
+    "notebook7",
     "page",
 ]
 
@@ -114,6 +115,7 @@ class Lab:
     root_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes]
+    app: str = "lab"  # "lab": JupyterLab; "notebook": Notebook 7 (the same components, one page)
 
     def url(self, path: str = "lab", **query: str) -> str:
         """``http://127.0.0.1:PORT/<path>?token=...`` (plus ``query``)."""
@@ -205,8 +207,9 @@ def _get(url: str, timeout: float) -> int:
 
 
 @contextlib.contextmanager
-def jupyterlab(root_dir: Path, env: Mapping[str, str]) -> Iterator[Lab]:
-    """Run ``python -m jupyter lab`` serving ``root_dir`` on 127.0.0.1 until the block ends.
+def jupyterlab(root_dir: Path, env: Mapping[str, str], app: str = "lab") -> Iterator[Lab]:
+    """Run ``python -m jupyter lab`` (``app="notebook"``: ``jupyter notebook``, Notebook 7)
+    serving ``root_dir`` on 127.0.0.1 until the block ends.
 
     ``env`` is added to the server's environment, which its kernels inherit (pass
     ``AMIGO_BASE_URL``). Jupyter's own state lives in ``root_dir/.lab-state`` (hidden from the
@@ -217,8 +220,9 @@ def jupyterlab(root_dir: Path, env: Mapping[str, str]) -> Iterator[Lab]:
     environment = _lab_environment(state, env)
     _write_settings(Path(environment["JUPYTERLAB_SETTINGS_DIR"]))
     token = secrets.token_hex(16)
+    app_class = "LabApp" if app == "lab" else "JupyterNotebookApp"
     command = [
-        sys.executable, "-m", "jupyter", "lab",
+        sys.executable, "-m", "jupyter", app,
         "--no-browser",
         "--ip=127.0.0.1",
         "--port=0",  # the server picks a free port and writes it to its runtime file
@@ -227,11 +231,14 @@ def jupyterlab(root_dir: Path, env: Mapping[str, str]) -> Iterator[Lab]:
         f"--ServerApp.root_dir={root_dir}",
         "--ServerApp.disable_check_xsrf=True",
         "--ServerApp.terminals_enabled=False",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
-        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: kernel state, commands
+        f"--{app_class}.expose_app_in_browser=True",  # window.jupyterapp: kernel state, commands
     ]  # fmt: skip
+    if app == "lab":
+        command += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     log_path = state / "lab.log"
@@ -249,6 +256,7 @@ def jupyterlab(root_dir: Path, env: Mapping[str, str]) -> Iterator[Lab]:
     try:
         lab = _wait_for_server(process, Path(environment["JUPYTER_RUNTIME_DIR"]), token, log_path)
         lab.root_dir = root_dir
+        lab.app = app
         _live_labs.append(lab)
         yield lab
     finally:
@@ -407,8 +415,10 @@ class Notebook:
     # -- actions -------------------------------------------------------------------------------
 
     def reopen(self) -> None:
-        """(Re)load the page at ``/lab/tree/<name>`` and wait for cells and an idle kernel."""
-        self.page.goto(self.lab.url(f"lab/tree/{urllib.parse.quote(self.name)}"))
+        """(Re)load the page at ``/lab/tree/<name>`` (Notebook 7: ``/notebooks/<name>``) and
+        wait for cells and an idle kernel."""
+        where = "lab/tree" if self.lab.app == "lab" else "notebooks"
+        self.page.goto(self.lab.url(f"{where}/{urllib.parse.quote(self.name)}"))
         self.wait(
             lambda: self.panel.locator(".jp-Notebook-cell").first.wait_for(state="visible"),
             f"{self.name} did not open",
@@ -534,6 +544,15 @@ class Notebook:
 def lab(tmp_path: Path, server: AmigoServer) -> Iterator[Lab]:
     """A JupyterLab serving ``tmp_path / "lab"`` whose kernels use the loopback server."""
     with jupyterlab(tmp_path / "lab", {"AMIGO_BASE_URL": server.base_url}) as running:
+        yield running
+
+
+@pytest.fixture
+def notebook7(tmp_path: Path, server: AmigoServer) -> Iterator[Lab]:
+    """Notebook 7 (``jupyter notebook``) serving ``tmp_path / "nb7"``, on the loopback server."""
+    with jupyterlab(
+        tmp_path / "nb7", {"AMIGO_BASE_URL": server.base_url}, app="notebook"
+    ) as running:
         yield running
 
 

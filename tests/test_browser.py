@@ -172,6 +172,16 @@ def _assert_inert(notebook: Notebook, popups: list[Page]) -> None:
 
 
 def test_model_output_cannot_run_script(lab: Lab, page: Page, server: AmigoServer) -> None:
+    _hostile_story(lab, page, server)
+
+
+def test_model_output_cannot_run_script_in_notebook7(
+    notebook7: Lab, page: Page, server: AmigoServer
+) -> None:
+    _hostile_story(notebook7, page, server)
+
+
+def _hostile_story(lab: Lab, page: Page, server: AmigoServer) -> None:
     server.enqueue(Reply.stream(PAYLOADS, delay=0.02), Reply.stream(PAYLOADS))
     lab.write_notebook(
         "payloads",
@@ -182,6 +192,7 @@ def test_model_output_cannot_run_script(lab: Lab, page: Page, server: AmigoServe
         ],
     )
     notebook = lab.open(page, "payloads")
+    assert ("/notebooks/payloads.ipynb" in page.url) == (lab.app == "notebook"), page.url
     assert page.evaluate("window.__pwned") is None  # the flag starts unset
     popups: list[Page] = []
     page.context.on("page", lambda popup: popups.append(popup))
@@ -308,9 +319,21 @@ _FINAL_JS = """(cell) => {
 
 
 def test_rich_answer_renders_as_well_as_markdown(lab: Lab, page: Page, server: AmigoServer) -> None:
+    _rich_story(lab, page, server)
+
+
+def test_rich_answer_renders_as_well_as_markdown_in_notebook7(
+    notebook7: Lab, page: Page, server: AmigoServer
+) -> None:
+    _rich_story(notebook7, page, server)
+
+
+def _rich_story(lab: Lab, page: Page, server: AmigoServer) -> None:
+    """The issue's rich answer streamed through %%amigo: midway, then after the end."""
     server.enqueue(Reply.stream(RICH_ANSWER, delay=0.03))
     lab.write_notebook("rich", ["%load_ext amigo_magic", "%%amigo\nShow me everything"])
     notebook = lab.open(page, "rich")
+    assert ("/notebooks/rich.ipynb" in page.url) == (lab.app == "notebook"), page.url
     _collapse_left_sidebar(notebook)
     notebook.run_all()
 
@@ -361,7 +384,7 @@ def test_rich_answer_renders_as_well_as_markdown(lab: Lab, page: Page, server: A
     for syntax in ("# Solving", "**", "```", "| ---"):
         assert syntax not in text, text
     # The README's pictures of it, in the light and the dark theme.
-    if os.environ.get("UPDATE_DOCS_IMAGES"):
+    if os.environ.get("UPDATE_DOCS_IMAGES") and lab.app == "lab":
         page.mouse.move(1270, 890)
         notebook.cell(1).screenshot(path=SCREENSHOT.with_name("answer-rich.png"))
         notebook.command("apputils:change-theme", {"theme": "JupyterLab Dark"})

@@ -129,3 +129,39 @@ def test_side_by_side_and_background_refuse_what_they_cannot_do(
     assert "Nothing to keep" in str(failed.error_in_exec)
     assert chat_requests(server) == []
     assert "No background answers" in repr(ip.run_cell("%amigo wait").result)
+
+
+def test_interrupting_map_in_a_kernel_returns_what_finished(
+    server: AmigoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.kernel import running_kernel
+
+    monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+    server.enqueue(*(Reply.stream(stall_before=0.1) for _ in range(200)))
+    with running_kernel(str(tmp_path)) as kernel:
+        assert kernel.execute("import amigo_magic").status == "ok"
+        running = kernel.submit("r = amigo_magic.map('Say {item}', range(200), concurrency=4)")
+        import time
+
+        time.sleep(2.0)
+        kernel.interrupt()
+        done = kernel.wait(running, timeout=30)
+        assert done.status == "ok"  # the call returns what finished
+        progress = [m for m in done.displays if "text/html" in m["content"]["data"]]
+        assert "<progress" in progress[0]["content"]["data"]["text/html"]
+        assert "■ stopped" in progress[-1]["content"]["data"]["text/plain"]
+        check = kernel.execute(
+            "answered = [i for i, x in enumerate(r) if x is not None]\n"
+            "print(len(r), len(answered) > 4, all(r[i] == f'Echo: Say {i}' for i in answered),"
+            " r.summary.stopped)"
+        )
+        assert check.stream_text == "200 True True True\n"
+    assert len(chat_requests(server)) < 200
+
+
+def test_amigo_map_verb_binds_its_results(ip: TestingShell, server: AmigoServer) -> None:
+    ip.user_ns["names"] = ["Ada", "Alan"]
+    ip.run_cell('%amigo map names "Greet {item}" -j 2 -o greetings')
+    assert ip.user_ns["greetings"] == ["Echo: Greet Ada", "Echo: Greet Alan"]
+    failed = ip.run_cell_quietly('%amigo map nothing "Greet {item}"')
+    assert "no such variable" in str(failed.error_in_exec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -190,6 +191,7 @@ class SessionCache:
         self._session = session  # a ChatSession: preferences, preview, store, notebook, env
         self._recordings: tuple[str, Recordings] | None = None
         self._plans: weakref.WeakKeyDictionary[Live, CachePlan] = weakref.WeakKeyDictionary()
+        self._charged: list[Any] = []  # requests that keep no turn (map items): this kernel's
 
     @property
     def _prefs(self) -> Preferences:
@@ -320,14 +322,38 @@ class SessionCache:
 
             check_budget(Spent.of(self.uses()), prefs.budget_tokens, prefs.budget_usd)
 
+    def charge(self, target: Target, messages: Any, usage: Usage | None, text: str = "") -> None:
+        """Count a request that keeps no turn (an ``amigo_magic.map`` item) toward this
+        notebook's usage and budget, for this kernel: the server's counts, else estimates."""
+        from .usage import TurnUsage, estimate_prompt_tokens
+
+        prompt = usage.prompt_tokens if usage is not None else None
+        completion = usage.completion_tokens if usage is not None else None
+        estimated = prompt is None or completion is None
+        self._charged.append(
+            TurnUsage(
+                model=target.label,
+                backend=target.backend,
+                model_id=target.model or target.label,
+                prompt_tokens=prompt if prompt is not None else estimate_prompt_tokens(messages),
+                completion_tokens=completion if completion is not None else -(-len(text) // 4),
+                estimated=estimated,
+                replayed=False,
+                created=time.time(),
+                chat="(map)",
+                notebook=self._session.notebook,
+            )
+        )
+
     def uses(self, chat: str | None = None) -> list[Any]:
-        """This notebook's answered requests (one chat's with ``chat``)."""
+        """This notebook's answered requests (one chat's with ``chat``; without, the map items
+        this kernel counted too)."""
         from .usage import turn_usage
 
         store: HistoryStore = self._session.store
         notebook = self._session.notebook
         chats = [chat] if chat else [c.name for c in store.chats(notebook)]
-        found = []
+        found = [] if chat else list(self._charged)
         for name in chats:
             for turn in store.load(notebook, name):
                 use = turn_usage(turn, chat=name, notebook=notebook)

@@ -338,3 +338,23 @@ def test_pictures_replay_from_their_bytes_and_a_new_prompt_misses(
     error = failure(ip, "%amigo_image a wolf")
     assert "the prompt differs ('a fox' recorded, now 'a wolf')" in str(error)
     assert len(server.requests) == requests
+
+
+def test_requests_that_keep_no_turn_are_charged_to_the_budget(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    from amigo_magic.protocol import Usage
+
+    ip.run_cell("_s = get_ipython().find_line_magic('amigo').__self__.session")
+    session = ip.user_ns["_s"]
+    target = session.resolve("gpt-4o-mini")
+    messages = [{"role": "user", "content": "Say a"}]
+    session.cache.charge(target, messages, Usage(3, 3, 6), "Echo: Say a")  # a map item's
+    session.cache.charge(target, messages, None, "Echo: Say b")  # no usage: estimated
+    report = session.cache.usage()
+    assert report.rows == [("gpt-4o-mini", "2", "~9", "~6", report.rows[0][4])]  # 3 + 2 + 4
+    ip.run_cell("%config AmigoMagics.budget_tokens = 5")
+    error = failure(ip, "%%amigo\nand now?")
+    assert isinstance(error, BudgetExceededError)
+    assert "used 15 tokens in 2 requests" in str(error)
+    assert chat_requests(server) == []

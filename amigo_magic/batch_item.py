@@ -108,6 +108,7 @@ class ItemAsker:
         self.notebook = session.notebook
         self.backend = session._backend(target, settings)
         self.secrets = tuple(settings.known_secrets())
+        self.cache = session.cache  # each answered item is charged to the budget
         self.mode = session.cache.mode()
         self.recordings = session.cache.recordings() if self.mode != "off" else None
         self.format = spec.response_format() if spec and target.backend != "amigo" else None
@@ -136,7 +137,7 @@ class ItemAsker:
                 usage = Usage(found.prompt_tokens, found.completion_tokens)
                 kept = Outcome(found.text, usage, finish=found.finish, cached=True)
                 return self._checked(kept, repairable=False)[0]
-        outcome = await ask_once(self.backend, request, self.secrets)
+        outcome = await self._ask(request)
         if self.spec is not None and outcome.error is None:
             outcome, errors = self._checked(outcome, repairable=True)
             if errors:  # one repair round-trip, as --schema does in a cell
@@ -148,9 +149,15 @@ class ItemAsker:
                 again = ChatRequest(
                     request.model, repair, request.params, response_format=self.format
                 )
-                outcome = self._checked(await ask_once(self.backend, again, self.secrets), False)[0]
+                outcome = self._checked(await self._ask(again), False)[0]
         if plan is not None and outcome.error is None and not outcome.cached:
             self._record(plan, outcome)
+        return outcome
+
+    async def _ask(self, request: ChatRequest) -> Outcome:
+        """One request to the model, charged to this notebook's usage and budget."""
+        outcome = await ask_once(self.backend, request, self.secrets)
+        self.cache.charge(self.target, request.messages, outcome.usage, outcome.text)
         return outcome
 
     def _checked(self, outcome: Outcome, repairable: bool) -> tuple[Outcome, tuple[str, ...]]:

@@ -187,12 +187,6 @@ def test_a_damaged_recording_that_parses_is_still_a_one_line_miss(
 # -- the budget ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="map's requests are never counted: budget_tokens is checked when a map starts, but "
-    "its items (no history, so no turns) add nothing to the total — a 20,000-item map passes a "
-    "cap of 5 tokens and the next cell is still sent (batch.py / replay.SessionCache.uses)",
-)
 def test_a_maps_tokens_count_toward_the_budget(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell("import amigo_magic")
     ip.run_cell("%config AmigoMagics.budget_tokens = 5")

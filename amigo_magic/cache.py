@@ -155,8 +155,10 @@ class Recording:
         if not isinstance(data, dict) or not isinstance(data.get("key"), str):
             raise ValueError("not a recording")
         answer, request = data.get("answer"), data.get("request")
-        if not isinstance(answer, dict) or not _is_request(request):
+        if not isinstance(answer, dict) or not isinstance(request, dict):
             raise ValueError("a recording without its request or answer")
+        if not _is_request(request):
+            raise ValueError("a recording whose request is not one")
         created = data.get("created", 0.0)
         if isinstance(created, bool) or not isinstance(created, int | float):
             raise ValueError("a recording without its date")

@@ -241,3 +241,50 @@ def test_a_typed_answer_is_recorded_and_replayed(ip: TestingShell, server: Amigo
     ip.run_cell("%%amigo --no-history --schema 'name, age int' -o second\nA person")
     assert len(chat_requests(server)) == 1  # replayed: nothing sent
     assert ip.user_ns["second"] == ip.user_ns["first"] == {"name": "Ann", "age": 3}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a recorded picture of a type amigo never shows (a cassette line saying "
+    "image/svg+xml, which could carry script) passes Recording.from_json and replays into "
+    "render.image_bundle's ValueError: a raw traceback, where a damaged line is skipped with "
+    "its notice and the request is a one-line miss (cache.py)",
+)
+def test_a_recorded_picture_of_an_unshown_type_is_a_damaged_line(
+    ip: TestingShell, server: AmigoServer, tmp_path: Path
+) -> None:
+    cassette = tmp_path / "answers.jsonl"
+    ip.run_cell(f"%config AmigoMagics.cache_file = {str(cassette)!r}")
+    ip.run_cell("%config AmigoMagics.cache = 'auto'")
+    ip.run_cell("%amigo_image a fox")
+    sent = len(server.requests)
+    recording = json.loads(cassette.read_text())
+    recording["answer"]["images"][0]["mime"] = "image/svg+xml"
+    cassette.write_text(json.dumps(recording) + "\n")
+    ip.run_cell("%config AmigoMagics.cache = 'replay'")
+    error = failure(ip, "%amigo_image a fox")
+    assert isinstance(error, AmigoError), repr(error)
+    assert "\n" not in str(error)
+    assert "image/svg+xml" not in shown(ip)
+    assert len(server.requests) == sent
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a model (or proxy) that echoes the key in a tool call's arguments gets it shown in "
+    "the tool-calls line and kept in Turn.meta['tools'] — Answer scrubs the answer's text and "
+    "reasoning, not the tool calls (rounds.py / tools.py)",
+)
+def test_a_key_echoed_in_tool_arguments_is_never_shown_or_stored(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    monkeypatch.setenv("AMIGO_API_KEY", KEY)
+    ip.run_cell("def echo(text: str) -> str:\n    '''Echo the text.'''\n    return 'ok'")
+    ip.run_cell("%config AmigoMagics.approve_tools = 'always'")
+    arguments = json.dumps({"text": "the key is " + KEY})
+    server.enqueue(tool_call_stream("echo", arguments), Reply.stream("Done."))
+    ip.run_cell("%%amigo -T echo\nEcho something.")
+    assert len(chat_requests(server)) == 2
+    assert "echo(" in shown(ip)
+    assert KEY not in shown(ip)
+    assert KEY.encode() not in stored(home)

@@ -5,7 +5,8 @@ The gate is called on the loop thread and never blocks it: it queues the call an
 first one waiting. Approve runs the function in the click's callback — on the kernel's main
 thread, where the user's functions belong — and the answer goes on. A stopped answer drops what
 is still waiting. ``AmigoMagics.approve_tools`` = ``"always"`` / ``"never"`` decide without
-asking, as in a cell.
+asking, as in a cell ("always" runs the function on a worker thread, so the loop, and every
+other answer streaming on it, never waits for it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from .answer import Live
 
 __all__ = ["Approvals", "calls_widget"]
+
+
+def _no_ask(pending: Any) -> None:
+    return None
 
 
 def calls_widget(calls: list[dict[str, Any]]) -> widgets.HTML:
@@ -51,8 +56,8 @@ class Approvals:
 
     def gate(self, pending: Any, live: Live) -> None:
         """A call to decide (from the loop thread): by the policy, else shown for a click."""
-        if pending.box.policy != "ask" or pending.box.always:
-            pending.settle(lambda _: None)
+        if pending.box.policy != "ask" or pending.box.always:  # no question: off the loop
+            threading.Thread(target=pending.settle, args=(_no_ask,), daemon=True).start()
             return
         with self._lock:
             self._waiting.append(pending)

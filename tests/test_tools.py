@@ -220,3 +220,18 @@ def test_the_calls_are_kept_with_the_turn_and_exported(
     ip.run_cell(f"%amigo export {tmp_path / 'chat.md'}")
     markdown = (tmp_path / "chat.md").read_text()
     assert '- tool call `add({"a": 2, "b": 3})` → ok: 5' in markdown
+
+
+def test_an_interrupt_at_the_question_stops_the_answer_and_runs_nothing(
+    kernel: Kernel, server: AmigoServer
+) -> None:
+    assert kernel.execute(ADD).status == "ok"
+    server.enqueue(tool_call_stream(("add", '{"a": 2, "b": 3}')))
+    msg_id = kernel.submit("%%amigo -T add\nWhat is 2 + 3?", stdin=True)
+    asked = kernel.kc.get_stdin_msg(timeout=30)
+    assert asked["content"]["prompt"].startswith("Run add(a=2, b=3)?")
+    kernel.interrupt()  # the ■ button while the question waits
+    run = kernel.wait(msg_id, timeout=30)
+    assert run.reply["content"]["ename"] == "AnswerStopped"
+    assert kernel.execute("print(calls)").stream_text == "[]\n"
+    assert len(server.requests) == 1

@@ -235,7 +235,7 @@ class ChatPanel(PanelLayout):
         self.session.list_models_later(self._settings(), self._add_live_models, self._show_error)
 
     def _add_live_models(self, sources: list[ModelSource]) -> None:
-        known = {value for _, value in self.model_picker.options}
+        known = {value for _, value in self._model_entries}
         extra: list[tuple[str, str]] = []
         down: list[str] = []
         for source in sources:
@@ -246,10 +246,8 @@ class ChatPanel(PanelLayout):
                     where = "offline, in the kernel" if source.name == "local" else source.where
                     extra.append((f"live · {model} ({where})", model))
         if extra:
-            value = self.model_picker.value
             with self._quietly():
-                self.model_picker.options = [*self.model_picker.options, *extra]
-                self.model_picker.value = value
+                self.add_model_entries(extra)
         if down:
             names = ", ".join(f"'{name}'" for name in down)
             self._say(f"Endpoint {names} unavailable: `%amigo models` says why.", error=True)

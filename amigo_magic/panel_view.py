@@ -51,29 +51,54 @@ def stylesheet() -> str:
     return resources.files(__package__).joinpath("panel.css").read_text(encoding="utf-8")
 
 
-def model_options() -> list[tuple[str, str]]:
-    """The picker's entries as ``(label, model id)``: chat models, then image models.
+_PROVIDERS = {
+    "gpt": "OpenAI", "o1": "OpenAI", "claude": "Anthropic", "gemini": "Google",
+    "google": "Google", "meta-llama": "Meta", "codellama": "Meta", "Qwen": "Qwen",
+    "mistralai": "Mistral", "deepseek-ai": "DeepSeek", "databricks": "Databricks",
+    "NousResearch": "Nous", "x-ai": "xAI", "anthracite-org": "Anthracite", "cohere": "Cohere",
+    "ai21": "AI21", "zero-one-ai": "01.AI", "Gryphe": "Gryphe",
+}  # fmt: skip
+_SHORT = 24  # characters: a longer id is labelled by its most descriptive alias
 
-    A label names the kind and the aliases that reach the model, e.g.
-    ``"chat · claude-3-5-sonnet-20241022 (claude, sonnet, claude-3.5-sonnet)"``.
-    """
+
+def _provider(model: catalog.Model) -> str:
+    if model.kind == "image":
+        return "image"
+    head = model.id.split("/")[0] if "/" in model.id else model.id.split("-")[0]
+    return _PROVIDERS.get(head, head)
+
+
+def _short_name(model: catalog.Model, aliases: Sequence[str]) -> str:
+    for name in (model.id.rstrip("-"), model.id.rsplit("/", 1)[-1].rstrip("-")):
+        if len(name) <= _SHORT:
+            return name
+    fitting = [a for a in aliases if len(a) <= _SHORT]
+    return max(fitting, key=len) if fitting else model.id
+
+
+def model_options(*, retired: bool = False) -> list[tuple[str, str]]:
+    """The picker's entries as ``(label, model id)``: chat models grouped by provider, then
+    image models, each labelled short (``"Anthropic · claude-3.5-sonnet"``; the id is the
+    picker's tooltip). Retired models are left out unless ``retired``."""
     aliases: dict[str, list[str]] = {}
     for alias in catalog.ALIASES.values():
         if alias.name != alias.target:
             aliases.setdefault(alias.target, []).append(alias.name)
-    return [
-        (_model_label(model, aliases.get(model.id, [])), model.id)
-        for kind in ("chat", "image")
-        for model in catalog.MODELS
-        if model.kind == kind
-    ]
-
-
-def _model_label(model: catalog.Model, aliases: Sequence[str]) -> str:
-    label = f"{model.kind} · {model.id}"
-    if aliases:
-        label += f" ({', '.join(sorted(aliases, key=len))})"
-    return label + (" · retired" if model.retired else "")
+    chosen = [m for m in catalog.MODELS if retired or not m.retired]
+    groups: dict[str, list[catalog.Model]] = {}
+    for model in sorted(chosen, key=lambda m: m.kind != "chat"):  # chat first, stable
+        groups.setdefault(_provider(model), []).append(model)
+    entries: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for group, models in groups.items():
+        for model in models:
+            label = f"{group} · {_short_name(model, aliases.get(model.id, []))}"
+            label += " · retired" if model.retired else ""
+            if label in seen:
+                label = f"{group} · {model.id}"
+            seen.add(label)
+            entries.append((label, model.id))
+    return entries
 
 
 def chat_options(names: Sequence[str], current: str) -> list[tuple[str, str]]:
@@ -113,16 +138,28 @@ class PanelLayout(widgets.VBox):  # type: ignore[misc]
     def _build(self, model_id: str, chat: str) -> None:
         """Every widget, once; the children assigned as one tuple."""
         wide = {"description_width": "initial"}
-        options = model_options()
-        if model_id not in {value for _, value in options}:  # local, or an endpoint's model
-            options.append((f"live · {model_id}", model_id))
+        self._model_entries = model_options(retired=True)  # every entry; the picker shows some
+        self._retired = {m.id for m in catalog.MODELS if m.retired}
+        if model_id not in {value for _, value in self._model_entries}:  # local, an endpoint's
+            self._model_entries.append((f"live · {model_id}", model_id))
         self.model_picker = widgets.Dropdown(
-            options=options,
+            options=self._model_entries,
             value=model_id,
             description="Model",
+            tooltip=model_id,
             style=wide,
-            layout=widgets.Layout(flex="1 1 0%", min_width="260px"),
+            layout=widgets.Layout(flex="1 1 0%", min_width="240px"),
         )
+        self.model_search = widgets.Text(
+            placeholder="search models", layout=widgets.Layout(width="150px")
+        )
+        self.show_retired = widgets.Checkbox(
+            value=False, description="retired", indent=False, layout=widgets.Layout(width="80px")
+        )
+        self.model_search.observe(lambda _: self.filter_models(), names=["value"])
+        self.show_retired.observe(lambda _: self.filter_models(), names=["value"])
+        self.model_picker.observe(self._model_tooltip, names=["value"])
+        self.filter_models()
         self.chat_picker = widgets.Dropdown(
             options=chat_options([], chat),
             value=chat,
@@ -187,7 +224,14 @@ class PanelLayout(widgets.VBox):  # type: ignore[misc]
         self._classify()
         self.children = (
             widgets.HTML(f"<style>{stylesheet()}</style>", layout=widgets.Layout(display="none")),
-            self._row(self.model_picker, self.chat_picker, self.temperature, cls="amigo-toolbar"),
+            self._row(
+                self.model_picker,
+                self.model_search,
+                self.show_retired,
+                self.chat_picker,
+                self.temperature,
+                cls="amigo-toolbar",
+            ),
             self.new_chat_row,
             self.system_box,
             self.transcript,
@@ -204,6 +248,33 @@ class PanelLayout(widgets.VBox):  # type: ignore[misc]
             self.confirm_row,
             self.status_line,
         )
+
+    # -- the model picker: searchable, retired models hidden unless asked for -----------------
+
+    def filter_models(self) -> None:
+        """Show the entries whose label or id holds the search text (the chosen one always)."""
+        words = self.model_search.value.casefold().split()
+        current = self.model_picker.value
+        shown = [
+            (label, value)
+            for label, value in self._model_entries
+            if value == current
+            or (
+                (self.show_retired.value or value not in self._retired)
+                and all(w in f"{label} {value}".casefold() for w in words)
+            )
+        ]
+        if shown != list(self.model_picker.options):
+            self.model_picker.options = shown
+            self.model_picker.value = current
+
+    def add_model_entries(self, entries: Sequence[tuple[str, str]]) -> None:
+        """More entries (the local model, endpoints' live models), shown as the filter allows."""
+        self._model_entries = [*self._model_entries, *entries]
+        self.filter_models()
+
+    def _model_tooltip(self, change: Any) -> None:
+        self.model_picker.tooltip = str(change["new"])  # the id, on hover
 
     @staticmethod
     def _button(description: str, icon: str, style: str, tooltip: str) -> Any:
@@ -227,6 +298,8 @@ class PanelLayout(widgets.VBox):  # type: ignore[misc]
         self.add_class("amigo-panel")
         for widget, name in (
             (self.model_picker, "amigo-model"),
+            (self.model_search, "amigo-model-search"),
+            (self.show_retired, "amigo-model-retired"),
             (self.chat_picker, "amigo-chat"),
             (self.temperature, "amigo-temperature"),
             (self.system_box, "amigo-system"),

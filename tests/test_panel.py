@@ -98,18 +98,48 @@ def test_picker_lists_the_catalogue_grouped_with_the_default_selected(
 ) -> None:
     panel = make_panel()
     options = list(panel.model_picker.options)
-    assert len(options) == 37
-    kinds = [label.split(" · ")[0] for label, _ in options]
-    assert kinds == ["chat"] * 29 + ["image"] * 8  # chat models first, then image models
+    assert len(options) == 34  # the 37 models less the 3 retired ones
+    groups = [label.split(" · ")[0] for label, _ in options]
+    assert groups[-8:] == ["image"] * 8  # chat models by provider, then image models
+    assert groups[:3] == ["OpenAI"] * 3
+    assert [g for i, g in enumerate(groups) if g not in groups[:i]] == list(dict.fromkeys(groups))
     labels = dict((value, label) for label, value in options)
-    assert labels["claude-3-5-sonnet-20241022"] == (
-        "chat · claude-3-5-sonnet-20241022 (claude, sonnet, claude-3.5-sonnet)"
-    )
-    assert labels["flux-pro/v1.1"] == "image · flux-pro/v1.1 (flux)"
-    assert labels["o1-preview-"].endswith("· retired")
+    assert labels["claude-3-5-sonnet-20241022"] == "Anthropic · claude-3.5-sonnet"  # short
+    assert labels["flux-pro/v1.1"] == "image · flux-pro/v1.1"
+    assert max(len(label) for label in labels.values()) <= 40
+    assert "o1-preview-" not in labels  # retired: hidden unless asked for
     assert panel.model_picker.value == "gpt-4o-mini"
+    assert panel.model_picker.tooltip == "gpt-4o-mini"  # the id, on hover
     assert not panel.temperature.disabled
     assert repr(panel) == "ChatPanel(chat='default', model='gpt-4o-mini')"
+
+
+def test_picker_searches_and_shows_retired_models_on_request(
+    make_panel: Callable[..., ChatPanel],
+) -> None:
+    panel = make_panel()
+    panel.model_search.value = "anthropic"
+    shown = [value for _, value in panel.model_picker.options]
+    assert shown[0] == "gpt-4o-mini"  # the chosen model stays listed
+    assert set(shown[1:]) == {
+        "claude-3-5-sonnet-20240620",
+        "claude-3-5-sonnet-20241022",
+        "claude-3-5-haiku-latest",
+    }
+    panel.model_search.value = "flux ultra"  # every word, in the label or the id
+    assert [v for _, v in panel.model_picker.options][1:] == [
+        "flux-pro/v1.1-ultra",
+        "flux-pro/v1.1-ultra-raw",
+    ]
+    panel.model_picker.value = "flux-pro/v1.1-ultra"
+    assert panel.model_picker.tooltip == "flux-pro/v1.1-ultra"
+    assert panel.temperature.disabled  # an image model: no temperature
+    panel.model_search.value = "o1"
+    assert [v for _, v in panel.model_picker.options] == ["flux-pro/v1.1-ultra"]
+    panel.show_retired.value = True
+    assert {"o1-preview-", "o1-mini-"} <= {v for _, v in panel.model_picker.options}
+    panel.model_search.value = ""
+    assert len(panel.model_picker.options) == 37
 
 
 def test_picker_default_follows_settings_and_the_model_argument(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -444,13 +445,12 @@ def _numpy_array(array: Any, budget: int) -> str:
     numpy = sys.modules["numpy"]
     line = f"numpy.ndarray: shape {array.shape}, dtype {array.dtype}"
     if array.size and array.dtype.kind in "iufb":
-        with contextlib.suppress(Exception):  # e.g. NaN-free min of an odd dtype
-            line += f", range {_number(array.min())} … {_number(array.max())}"
+        with contextlib.suppress(Exception):  # fmin/fmax: a NaN does not hide the range
+            low, high = numpy.fmin.reduce(array, None), numpy.fmax.reduce(array, None)
+            line += f", range {_number(low)} … {_number(high)}"
     edge = 3
     values = numpy.array2string(array, threshold=2 * edge * 2, edgeitems=edge, max_line_width=100)
-    shown = 1
-    for dim in array.shape:
-        shown *= min(dim, 2 * edge)
+    shown = math.prod(min(dim, 2 * edge) for dim in array.shape)
     parts = [line, values]
     if array.size > 4 * edge:
         parts.append(_left(array.size - shown, "values"))

@@ -201,14 +201,6 @@ def test_a_maps_tokens_count_toward_the_budget(ip: TestingShell, server: AmigoSe
 # -- parameters ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a parameter value JSON cannot hold (AmigoMagics.params = {'stop': {'\\n\\n'}}, a set "
-    "typed for a list) is a raw TypeError from json.dumps deep in client.build, and the answer's "
-    "turn is lost (Turn.meta['params'] cannot be written either), leaving a dangling prompt; "
-    "model_params.merge_params should refuse it in one line naming the key, before anything "
-    "is written",
-)
 def test_a_parameter_json_cannot_hold_is_one_line_and_writes_nothing(
     ip: TestingShell, server: AmigoServer
 ) -> None:
@@ -225,13 +217,6 @@ def test_a_parameter_json_cannot_hold_is_one_line_and_writes_nothing(
 # -- replay ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--schema answers are never recorded (replay.SessionCache.before_chat turns the "
-    "cache off for --schema and -T), so cache=auto sends an identical typed cell again and "
-    "cache=replay refuses it — issue 16 says typed answers work with the replay cache, and "
-    "amigo_magic.map(schema=…) does record them",
-)
 def test_a_typed_answer_is_recorded_and_replayed(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell("%config AmigoMagics.cache = 'auto'")
     server.enqueue(Reply.stream('{"name": "Ann", "age": 3}'))
@@ -243,13 +228,6 @@ def test_a_typed_answer_is_recorded_and_replayed(ip: TestingShell, server: Amigo
     assert ip.user_ns["second"] == ip.user_ns["first"] == {"name": "Ann", "age": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recorded picture of a type amigo never shows (a cassette line saying "
-    "image/svg+xml, which could carry script) passes Recording.from_json and replays into "
-    "render.image_bundle's ValueError: a raw traceback, where a damaged line is skipped with "
-    "its notice and the request is a one-line miss (cache.py)",
-)
 def test_a_recorded_picture_of_an_unshown_type_is_a_damaged_line(
     ip: TestingShell, server: AmigoServer, tmp_path: Path
 ) -> None:
@@ -288,3 +266,17 @@ def test_a_key_echoed_in_tool_arguments_is_never_shown_or_stored(
     assert "echo(" in shown(ip)
     assert KEY not in shown(ip)
     assert KEY.encode() not in stored(home)
+
+
+# -- typed views ------------------------------------------------------------------------------
+
+
+def test_an_arrays_range_is_not_hidden_by_one_nan(ip: TestingShell, server: AmigoServer) -> None:
+    """``{a}`` for readings with a gap said "range nan … nan" (ndarray.min/max propagate NaN)."""
+    ip.run_cell("import numpy as np\nreadings = np.array([[1.5, np.nan], [-2.0, 7.25]])")
+    ip.run_cell("flags = np.array([True, False])")
+    preview = ip.run_cell("%%amigo --dry-run\nSum up {readings} and {flags}").result
+    sent = str(preview)
+    assert "shape (2, 2), dtype float64, range -2 … 7.25" in sent
+    assert "shape (2,), dtype bool, range False … True" in sent
+    assert chat_requests(server) == []

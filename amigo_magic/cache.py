@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import AmigoError, ConfigError
 from .history import StoredImage
 
 __all__ = [
@@ -168,10 +168,7 @@ class Recording:
             answer.get("images") or [], list
         ):
             raise ValueError("a recording whose answer is not text and pictures")
-        images = tuple(
-            StoredImage(str(i["mime"]), base64.b64decode(i["data"], validate=True), str(i["alt"]))
-            for i in answer.get("images") or ()
-        )
+        images = tuple(_picture(i) for i in answer.get("images") or ())
         counts = [answer.get(k) for k in ("prompt_tokens", "completion_tokens")]
         return cls(
             key=data["key"],
@@ -186,6 +183,23 @@ class Recording:
             created=float(created),
             notebook=str(data.get("notebook") or ""),
         )
+
+
+def _picture(item: Any) -> StoredImage:
+    """A recorded picture, only as what it is: bytes that sniff as the PNG, JPEG, GIF or WebP
+    it says (a line saying ``image/svg+xml`` is damaged: amigo never shows that type)."""
+    from .pictures import sniff
+
+    if not isinstance(item, dict):
+        raise ValueError("a recorded picture is not an object")
+    data = base64.b64decode(item["data"], validate=True)
+    try:
+        mime = sniff(data, "a recorded picture")
+    except AmigoError as error:  # not an image at all
+        raise ValueError(str(error)) from None
+    if item.get("mime") != mime:
+        raise ValueError(f"a recorded picture says {item.get('mime')!r} but is {mime}")
+    return StoredImage(mime, data, str(item.get("alt") or ""))
 
 
 def _is_request(request: Any) -> bool:

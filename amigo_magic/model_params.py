@@ -80,6 +80,14 @@ def merge_params(*layers: Mapping[str, Any]) -> dict[str, Any]:
                     + ("--model" if key == "model" else "the cell and its options")
                     + " instead."
                 )
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"The parameter {key} is {type(value).__name__} {value!r:.60}, which a "
+                    "request body (JSON) cannot hold: give a number, a string, true/false, "
+                    "null, a list or an object."
+                ) from None
             merged[str(key)] = value
     return merged
 

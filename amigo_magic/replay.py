@@ -237,14 +237,13 @@ class SessionCache:
 
             check_local(options.params.extra)
         mode = self.mode()
-        rounds = getattr(options, "schema", None), getattr(options, "toolbox", None)
-        if mode != "off" and rounds != (None, None):
-            if mode == "replay":
+        if mode != "off" and getattr(options, "toolbox", None) is not None:
+            if mode == "replay":  # a replay would have to run the notebook's functions again
                 raise ConfigError(
-                    "Answers with --schema or -T tools are not recorded, so "
-                    "AmigoMagics.cache = 'replay' cannot answer this cell: set it to 'auto'."
+                    "Answers that call -T tools are not recorded, so AmigoMagics.cache = "
+                    "'replay' cannot answer this cell: set it to 'auto'."
                 )
-            mode = "off"
+            mode = "off"  # typed answers (--schema) are: their final, valid text
         plan = None
         if mode != "off":
             preview = self._session.preview(prompt, options)
@@ -298,21 +297,21 @@ class SessionCache:
         plan = self._plans.get(live)
         return plan.events() if plan is not None and plan.found is not None else None
 
-    def completed(self, answer: Answer) -> None:
-        """``answer`` completed: record it under its plan (none: caching is off)."""
-        plan = self._plans.pop(answer, None)
-        if plan is not None:
-            plan.keep_answer(answer)
+    def completed(self, live: Live) -> None:
+        """``live`` completed — every round of it (a typed answer's repair included): record
+        its final text, or its pictures, under its plan (none: caching is off)."""
+        plan = self._plans.pop(live, None)
+        if plan is None:
+            return
+        if hasattr(live, "images"):
+            plan.keep_pictures(live)  # type: ignore[arg-type]
+        else:
+            plan.keep_answer(live)  # type: ignore[arg-type]
 
     def pictures(self, live: ImageAnswer) -> tuple[StoredImage, ...] | None:
         """The recorded pictures that answer ``live``, or None: the model is asked."""
         plan = self._plans.get(live)
         return plan.found.images if plan is not None and plan.found is not None else None
-
-    def drawn(self, answer: ImageAnswer) -> None:
-        plan = self._plans.pop(answer, None)
-        if plan is not None:
-            plan.keep_pictures(answer)
 
     def check_budget(self) -> None:
         """A :class:`~.usage.BudgetExceededError` once this notebook reached its cap."""

@@ -332,7 +332,6 @@ class ChatSession(Library):
                     answer.progress(event.phase)  # type: ignore[union-attr, arg-type]
                 else:  # reasoning, shown apart from the answer
                     answer.add_event(event)
-        self.cache.completed(answer)  # recorded (cache auto or replay; never a replay itself)
 
     async def _run(
         self, live: Live, work: Callable[[], Awaitable[None]], cell_id: str | None
@@ -341,6 +340,7 @@ class ChatSession(Library):
         turn is recorded (paired with its prompt) before any reader sees the end."""
         try:
             await work()
+            self.cache.completed(live)  # recorded (cache auto or replay), never a replay itself
             live.end()
         except asyncio.CancelledError:
             live.cancelled()
@@ -445,7 +445,6 @@ class ChatSession(Library):
         answer.skip(len(result.images), MAX_PICTURES)  # a reply may list any number
         for image in result.images[:MAX_PICTURES]:
             answer.add_images([await self._pictures.fetch(image, answer.prompt, settings)])
-        self.cache.drawn(answer)
 
     # -- lifetime ------------------------------------------------------------------------------
 

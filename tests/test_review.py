@@ -280,3 +280,24 @@ def test_an_arrays_range_is_not_hidden_by_one_nan(ip: TestingShell, server: Amig
     assert "shape (2, 2), dtype float64, range -2 … 7.25" in sent
     assert "shape (2,), dtype bool, range False … True" in sent
     assert chat_requests(server) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="%amigo fix (and --apply) sends the failed cell's source and traceback as written, "
+    "so a key typed in that cell is sent to the model and kept in the prompt's turn (and shown "
+    "in --apply's diff); --cells scrubs the same source (verbs._fix builds its prompt outside "
+    "fill's scrubbing)",
+)
+def test_amigo_fix_never_sends_or_stores_a_key_in_the_failed_cell(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    monkeypatch.setenv("AMIGO_API_KEY", KEY)
+    ip.run_cell_quietly(f"import os\nos.environ['AMIGO_API_KEY'] = {KEY!r}\n1/0")
+    fixed = "```python\nimport os\nos.environ['AMIGO_API_KEY'] = '***'\n1/1\n```"
+    server.enqueue(Reply.stream(f"Division by zero.\n\n{fixed}"))
+    ip.run_cell("%amigo fix --apply")
+    (request,) = chat_requests(server)
+    assert "ZeroDivisionError" in request.body.decode()
+    assert KEY not in request.body.decode()
+    assert KEY.encode() not in stored(home)

@@ -26,6 +26,7 @@ from .cache import (
 )
 from .errors import ConfigError
 from .protocol import Event, Finish, ReasoningDelta, TextDelta, Usage
+from .redact import scrub
 
 if TYPE_CHECKING:
     from .answer import Answer, ImageAnswer, Live
@@ -85,6 +86,19 @@ def image_parts(target: Target, prompt: str) -> dict[str, Any]:
         model=target.model or target.label,
         prompt=prompt,
     )
+
+
+def scrubbed(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` (JSON-like) with every key in ``secrets`` masked in each of its strings."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, Mapping):
+        return {k: scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrubbed(v, secrets) for v in value]
+    return value
 
 
 class CachePlan:
@@ -157,7 +171,7 @@ class CachePlan:
         self.recordings.record(
             Recording(
                 key=self.key,
-                request=self.parts,
+                request=scrubbed(self.parts, answer.secrets),  # a file meant to be committed
                 text=answer.text,
                 reasoning=getattr(answer, "reasoning", ""),
                 prompt_tokens=prompt_tokens,
@@ -284,8 +298,8 @@ class SessionCache:
         live.meta.update(backend=target.backend, model_id=target.model or target.label)
         if hasattr(live, "images"):
             live.meta["kind"] = "image"
-        if params:
-            live.meta["params"] = dict(params)
+        if params:  # kept in history: never a key the request was sent with
+            live.meta["params"] = scrubbed(dict(params), getattr(live, "secrets", ()))
         if messages and hasattr(live, "prompt_estimate"):
             live.prompt_estimate = estimate_prompt_tokens(messages)
         if plan is not None:

@@ -358,3 +358,23 @@ def test_requests_that_keep_no_turn_are_charged_to_the_budget(
     assert isinstance(error, BudgetExceededError)
     assert "used 15 tokens in 2 requests" in str(error)
     assert chat_requests(server) == []
+
+
+def test_a_key_in_a_parameter_is_sent_but_never_recorded_or_kept(
+    ip: TestingShell, server: AmigoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    key = "sk-replay-3c1f9a7e5b2d4c68"
+    monkeypatch.setenv("AMIGO_API_KEY", key)
+    cassette = tmp_path / "answers.jsonl"
+    ip.run_cell(f"%config AmigoMagics.cache_file = {str(cassette)!r}")
+    ip.run_cell("%config AmigoMagics.cache = 'auto'")
+    ip.run_cell(f"%%amigo --no-history -p user={key}\nq")
+    (body,) = chat_requests(server)
+    assert body["user"] == key  # sent as asked
+    home = Path(os.environ["AMIGO_HOME"])
+    kept = b"".join(p.read_bytes() for p in [cassette, *home.rglob("*")] if p.is_file())
+    assert key.encode() not in kept
+    ip.run_cell(f"%%amigo --no-history -p user={key}\nq")  # still replays: the key is the request's
+    assert len(chat_requests(server)) == 1

@@ -235,3 +235,29 @@ def test_an_interrupt_at_the_question_stops_the_answer_and_runs_nothing(
     assert run.reply["content"]["ename"] == "AnswerStopped"
     assert kernel.execute("print(calls)").stream_text == "[]\n"
     assert len(server.requests) == 1
+
+
+def test_interleaved_pieces_of_two_calls_are_assembled_in_order() -> None:
+    from amigo_magic.protocol import ToolCallDelta, parse_chunk, parse_completion
+    from amigo_magic.tools import ToolCall, assemble
+
+    def chunk(*calls: dict[str, Any]) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": list(calls)}}]}
+
+    deltas = [
+        *parse_chunk(chunk({"index": 1, "id": "b", "function": {"name": "mul", "arguments": ""}})),
+        *parse_chunk(chunk({"index": 0, "id": "a", "function": {"name": "add", "arguments": "{"}})),
+        *parse_chunk(chunk({"index": 1, "function": {"arguments": '{"x": 2}'}})),
+        *parse_chunk(chunk({"index": 0, "function": {"arguments": '"a": 1}'}})),
+    ]
+    assert deltas[0] == ToolCallDelta(1, "b", "mul", "")
+    assert assemble(deltas) == [ToolCall("a", "add", '{"a": 1}'), ToolCall("b", "mul", '{"x": 2}')]
+    whole = {  # a server that does not stream: the calls in the message, content null
+        "choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "add", "arguments": {"a": 3}}}
+        ]}, "finish_reason": "tool_calls"}]
+    }  # fmt: skip
+    events = parse_completion(whole)
+    assert assemble([e for e in events if isinstance(e, ToolCallDelta)]) == [
+        ToolCall("c", "add", '{"a": 3}')
+    ]

@@ -301,3 +301,31 @@ def test_amigo_fix_never_sends_or_stores_a_key_in_the_failed_cell(
     assert "ZeroDivisionError" in request.body.decode()
     assert KEY not in request.body.decode()
     assert KEY.encode() not in stored(home)
+
+
+def choices_stream(*pieces: tuple[int, str]) -> Reply:
+    """An SSE answer with ``n`` > 1: each chunk one choice's delta, as OpenAI and vLLM send."""
+    events = [{"choices": [{"index": i, "delta": {"content": t}}]} for i, t in pieces]
+    events += [{"choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]} for i in (0, 1)]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    return Reply.raw(body.encode(), content_type="text/event-stream")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="-p n=2 on an OpenAI-compatible endpoint (any parameter goes through) streams two "
+    "choices, and protocol.parse_chunk takes each chunk's first choice whatever its index: the "
+    "two answers come interleaved into one garbled text, in the cell, -o and history",
+)
+def test_a_second_choice_is_not_mixed_into_the_answer(ip: TestingShell) -> None:
+    with AmigoServer(strict_headers=False, success_status=200) as lab:
+        ip.run_cell(f"%config AmigoMagics.endpoints = {{'lab': {{'url': {lab.base_url!r}}}}}")
+        try:
+            lab.enqueue(
+                choices_stream((0, "Paris "), (1, "It is "), (0, "is the capital."), (1, "Paris."))
+            )
+            ip.run_cell("%%amigo -m lab:m -p n=2 -o said\nWhat is the capital of France?")
+            assert lab.requests[0].json["n"] == 2
+        finally:
+            ip.run_cell("%config AmigoMagics.endpoints = {}")
+    assert ip.user_ns["said"] == "Paris is the capital."

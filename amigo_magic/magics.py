@@ -326,6 +326,7 @@ class AmigoMagics(AmigoSettings):
     @argument("-m", "--model", help="model selected in the picker")
     @argument("-T", "--tool", action="append", default=[], metavar="NAME",
               help="offer this notebook function (Approve / Deny each call)")  # fmt: skip
+    @argument("--side", action="store_true", help="open it beside the notebook (JupyterLab)")
     @line_magic
     def amigo_panel(self, line: str) -> Any:
         """Open the chat panel: a model picker, the chat's transcript, Send, Stop, Clear, Export.
@@ -336,14 +337,20 @@ class AmigoMagics(AmigoSettings):
 
             %amigo_panel
             %amigo_panel --chat review -m claude
+            %amigo_panel --side
         """
         from .panel import ChatPanel
 
         args = self.parse(self.amigo_panel, line, "%amigo_panel")
-        return ChatPanel(
+        panel = ChatPanel(
             session=self.session, chat=args.chat, model=args.model, tools=args.tool,
             namespace=self.shell.user_ns,
         )  # fmt: skip
+        if args.side:
+            from .panel_side import open_beside
+
+            return open_beside(panel)
+        return panel
 
     # -- shared plumbing -----------------------------------------------------------------------
 

@@ -324,3 +324,58 @@ def test_panel_renders_like_the_cell_in_both_themes(
     if os.environ.get("UPDATE_DOCS_IMAGES"):
         notebook.cell(1).screenshot(path=SCREENSHOT.with_name("panel-dark.png"))
     _set_theme(notebook, "JupyterLab Light", light=True)
+
+
+def test_side_panel_opens_beside_the_notebook_and_streams(
+    lab: Lab, page: Page, server: AmigoServer
+) -> None:
+    lab.write_notebook(
+        "side", ["%load_ext amigo_magic", "%amigo_panel --side", *(f"{n} * 2" for n in range(30))]
+    )
+    notebook = lab.open(page, "side")
+    _collapse_left_sidebar(notebook)
+    notebook.run_all()
+    notebook.wait_executed(0, 1, 31)
+    notebook.wait_output(1, "open beside the notebook")
+    # The panel is in its own tab beside the notebook; the cell's copy of it stays hidden.
+    side = page.locator(".jupyterlab-sidecar .amigo-panel")
+    expect(side).to_have_count(1)
+    expect(side).to_be_visible()
+    expect(notebook.panel.locator(".amigo-panel")).to_be_hidden()
+    expect(notebook.outputs(1).locator(".amigo-side-missing")).to_be_hidden()
+    tab = page.locator(".lm-TabBar-tab", has_text="amigo chat")
+    expect(tab).to_be_visible()
+    # It streams there, and stays in view while the notebook scrolls.
+    server.enqueue(Reply.stream(chunks=[f"word{i} " for i in range(120)], delay=0.03))
+    side.locator(".amigo-prompt textarea").fill("Write a long answer")
+    side.locator("button.amigo-send").click()
+    turn = side.locator(".amigo-turn-assistant").first
+    expect(turn).to_have_class(re.compile(r"\bamigo-live\b"))
+    expect(turn.locator(".amigo-body")).to_contain_text("word5 ")
+    page.mouse.move(1270, 890)
+    if os.environ.get("UPDATE_DOCS_IMAGES"):
+        page.screenshot(path=SCREENSHOT.with_name("panel-side.png"))
+    notebook.panel.locator(".jp-WindowedPanel-outer").evaluate(
+        "(el) => el.scrollTo(0, el.scrollHeight)"
+    )
+    expect(side).to_be_in_viewport()
+    expect(side.locator("button.amigo-send")).to_be_enabled(timeout=TIMEOUT * 1000)
+    expect(turn.locator(".amigo-body")).to_contain_text("word119")
+
+
+def test_side_panel_in_notebook7_shows_in_the_cell_and_says_so(
+    notebook7: Lab, page: Page, server: AmigoServer
+) -> None:
+    notebook7.write_notebook("side", ["%load_ext amigo_magic", "%amigo_panel --side"])
+    notebook = notebook7.open(page, "side")
+    notebook.run_all()
+    notebook.wait_executed(0, 1)
+    expect(notebook.outputs(1).locator(".amigo-side-missing")).to_be_visible()
+    expect(notebook.outputs(1).locator(".amigo-side-missing")).to_contain_text("shown here")
+    expect(notebook.outputs(1).locator(".amigo-side-present")).to_be_hidden()
+    inline = notebook.outputs(1).locator(".amigo-panel")
+    expect(inline).to_be_visible()
+    server.enqueue(Reply.stream("Answered in the cell's copy of the panel."))
+    inline.locator(".amigo-prompt textarea").fill("hello")
+    inline.locator("button.amigo-send").click()
+    expect(inline.locator(".amigo-turn-assistant").first).to_contain_text("cell's copy")

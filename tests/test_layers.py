@@ -29,6 +29,7 @@ FRONT_ENDS = {
     "cells",
     "complete",
     "help_text",
+    "panel_side",
     "many",
     "many_cells",
     "panel_tools",

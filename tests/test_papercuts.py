@@ -131,3 +131,16 @@ def test_a_stopped_cell_fails_quietly(ip: TestingShell, capsys: pytest.CaptureFi
     failed = ip.run_cell_quietly("1 / 0")  # and other errors still show as before
     assert isinstance(failed.error_in_exec, ZeroDivisionError)
     assert "ZeroDivisionError" in "".join(capsys.readouterr())
+
+
+def test_side_panel_where_there_is_no_side_area_shows_inline_and_says_why(
+    ip: TestingShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amigo_magic.panel import ChatPanel
+
+    monkeypatch.setenv("VSCODE_PID", "4242")
+    panel = ip.run_cell("%amigo_panel --side").result
+    assert isinstance(panel, ChatPanel)  # shown in the cell
+    said = ip.display_pub.displays[-1].data["text/plain"]  # type: ignore[attr-defined]
+    assert said == "The panel is shown here, in the notebook: VS Code has no side area for widgets."
+    panel.close()

@@ -3,9 +3,10 @@ one live :class:`~.answer.Answer` each, and nothing in the conversation until on
 
 The messages are the ones a plain ``%%amigo`` would send now (the chat's window, the system
 message, the prompt's pictures): :meth:`~.session.ChatSession.preview` builds them, once per
-model. The answers stream through the session's ``_stream`` (so a recording can answer one)
-but are not recorded; :meth:`Comparison.keep` writes the prompt and the chosen answer as the
-turn, as if only that model had been asked.
+model. The answers stream through the session's ``_stream`` — each through the cache step
+first (the budget, a recording that answers it) and charged to the budget — but are not
+kept; :meth:`Comparison.keep` writes the prompt and the chosen answer as the turn, as if only
+that model had been asked.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Comparison:
             no_history=not options.use_history,
         )
         store, notebook = session.store, session.notebook
+        session.cache.discharge(answer)  # its turn counts toward the budget from now on
         store.add(notebook, options.chat, asked, replace_cell=bool(options.cell_id))
         turn = dataclasses.replace(
             answer.turn(options.cell_id), reply_to=asked.uid, no_history=asked.no_history
@@ -106,8 +108,10 @@ def start(
     each = [dataclasses.replace(options, model=name) for name in names]
     targets = [session._chat_target(one, settings, prompt) for one in each]
     previews = [session.preview(prompt, one) for one in each]  # nothing written or sent
+    cache = session.cache  # the budget, the local model's parameters, a replay: before any
+    plans = [cache.before_chat(prompt, one, t) for one, t in zip(each, targets, strict=True)]
     answers = []
-    for one, target, preview in zip(each, targets, previews, strict=True):
+    for one, target, preview, plan in zip(each, targets, previews, plans, strict=True):
         answer = Answer(
             model=target.label,
             chat=options.chat,
@@ -115,12 +119,14 @@ def start(
             context=prompt.context,
         )
         request = ChatRequest(target.model, preview.messages, one.params)
+        cache.start(plan, answer, target, preview.messages, one.params.extra)
 
         async def run(
             answer: Answer = answer, request: ChatRequest = request, target: Any = target
         ) -> None:
             try:
                 await session._stream(answer, request, target, settings)
+                cache.completed(answer)  # recorded (cache auto or replay)
                 answer.end()
             except asyncio.CancelledError:
                 answer.cancelled()
@@ -129,6 +135,8 @@ def start(
                 answer.fail(error)
             finally:
                 answer.settle()
+                if "replayed" not in answer.meta:  # it cost its tokens, kept or not
+                    cache.charge(target, request.messages, answer.usage, answer.text, answer)
                 answer.close()  # not recorded: `%amigo keep N` does that
 
         answer.running(session._runner.submit(run()))

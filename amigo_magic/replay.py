@@ -205,7 +205,7 @@ class SessionCache:
         self._session = session  # a ChatSession: preferences, preview, store, notebook, env
         self._recordings: tuple[str, Recordings] | None = None
         self._plans: weakref.WeakKeyDictionary[Live, CachePlan] = weakref.WeakKeyDictionary()
-        self._charged: list[Any] = []  # requests that keep no turn (map items): this kernel's
+        self._charged: list[tuple[object, Any]] = []  # requests that keep no turn: (owner, use)
 
     @property
     def _prefs(self) -> Preferences:
@@ -335,28 +335,38 @@ class SessionCache:
 
             check_budget(Spent.of(self.uses()), prefs.budget_tokens, prefs.budget_usd)
 
-    def charge(self, target: Target, messages: Any, usage: Usage | None, text: str = "") -> None:
-        """Count a request that keeps no turn (an ``amigo_magic.map`` item) toward this
-        notebook's usage and budget, for this kernel: the server's counts, else estimates."""
+    def charge(
+        self,
+        target: Target,
+        messages: Any,
+        usage: Usage | None,
+        text: str = "",
+        owner: object = None,
+    ) -> None:
+        """Count a request that keeps no turn (an ``amigo_magic.map`` item, a side-by-side
+        answer not kept) toward this notebook's usage and budget, for this kernel: the server's
+        counts, else estimates. ``owner`` names it for :meth:`discharge`."""
         from .usage import TurnUsage, estimate_prompt_tokens
 
         prompt = usage.prompt_tokens if usage is not None else None
         completion = usage.completion_tokens if usage is not None else None
-        estimated = prompt is None or completion is None
-        self._charged.append(
-            TurnUsage(
-                model=target.label,
-                backend=target.backend,
-                model_id=target.model or target.label,
-                prompt_tokens=prompt if prompt is not None else estimate_prompt_tokens(messages),
-                completion_tokens=completion if completion is not None else -(-len(text) // 4),
-                estimated=estimated,
-                replayed=False,
-                created=time.time(),
-                chat="(map)",
-                notebook=self._session.notebook,
-            )
+        use = TurnUsage(
+            model=target.label,
+            backend=target.backend,
+            model_id=target.model or target.label,
+            prompt_tokens=prompt if prompt is not None else estimate_prompt_tokens(messages),
+            completion_tokens=completion if completion is not None else -(-len(text) // 4),
+            estimated=prompt is None or completion is None,
+            replayed=False,
+            created=time.time(),
+            chat="(not kept)",
+            notebook=self._session.notebook,
         )
+        self._charged.append((owner, use))
+
+    def discharge(self, owner: object) -> None:
+        """``owner``'s request now keeps its turn (a kept side-by-side answer): the turn counts."""
+        self._charged = [(o, use) for o, use in self._charged if owner is None or o is not owner]
 
     def uses(self, chat: str | None = None) -> list[Any]:
         """This notebook's answered requests (one chat's with ``chat``; without, the map items
@@ -366,7 +376,7 @@ class SessionCache:
         store: HistoryStore = self._session.store
         notebook = self._session.notebook
         chats = [chat] if chat else [c.name for c in store.chats(notebook)]
-        found = [] if chat else list(self._charged)
+        found = [] if chat else [use for _, use in self._charged]
         for name in chats:
             for turn in store.load(notebook, name):
                 use = turn_usage(turn, chat=name, notebook=notebook)

@@ -378,3 +378,21 @@ def test_a_key_in_a_parameter_is_sent_but_never_recorded_or_kept(
     assert key.encode() not in kept
     ip.run_cell(f"%%amigo --no-history -p user={key}\nq")  # still replays: the key is the request's
     assert len(chat_requests(server)) == 1
+
+
+def test_side_by_side_answers_are_charged_recorded_and_replayed(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell("%config AmigoMagics.cache = 'auto'")
+    ip.run_cell("%%amigo --no-history -m claude,gpt-4o\nWhich is better?")
+    assert len(chat_requests(server)) == 2
+    ip.run_cell("%%amigo --no-history -m claude,gpt-4o\nWhich is better?")
+    assert len(chat_requests(server)) == 2  # both answers came from their recordings
+    ip.run_cell("%config AmigoMagics.budget_tokens = 5")
+    error = failure(ip, "%%amigo\nand now?")
+    assert isinstance(error, BudgetExceededError)
+    assert "in 2 requests" in str(error)  # the two that were sent, kept or not; no replay
+    ip.run_cell("%amigo keep 1")  # its turn counts now, instead of its charge
+    error = failure(ip, "%%amigo -m claude,gpt-4o\nand now?")
+    assert "in 2 requests" in str(error)
+    assert len(chat_requests(server)) == 2

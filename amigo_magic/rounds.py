@@ -37,6 +37,7 @@ def equip(
     tools: Sequence[str],
     ask: Callable[[PendingCall], str | None] | None,
     gate: Callable[[PendingCall, Live], None] | None,
+    secrets: Sequence[str] = (),
 ) -> AskOptions:
     """``options`` with the typed answer's spec (its instruction joins the system message) and
     the toolbox of the named functions (see :meth:`.session.ChatSession.equip`)."""
@@ -62,6 +63,7 @@ def equip(
             policy=prefs.approve_tools,
             budget=prefs.context_budget,
             max_rounds=prefs.max_tool_rounds,
+            secrets=tuple(secrets),
         )
     return dataclasses.replace(options, **changes) if changes else options
 

@@ -286,8 +286,9 @@ class ChatSession(Library):
         (a cell) or by ``gate`` (the panel); :mod:`.rounds` has the rules."""
         from .rounds import equip
 
-        spec = (schema, many, frame)
-        return equip(options, namespace or {}, self.preferences(), spec, tools, ask, gate)
+        prefs, spec = self.preferences(), (schema, many, frame)
+        secrets = prefs.secrets(self._env)  # none may leave inside a tool's result
+        return equip(options, namespace or {}, prefs, spec, tools, ask, gate, secrets)
 
     def preview(self, prompt: Prompt | str, options: AskOptions) -> Preview:
         """The messages :meth:`ask` would send now, nothing sent or written (``--dry-run``)."""

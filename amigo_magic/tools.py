@@ -6,7 +6,7 @@ Nothing here decides *how* to ask: a front end supplies the gate (the cell asks 
 kernel's input request on its own thread, the panel with buttons). A call is run by whoever
 approves it (:meth:`PendingCall.approve`), so a cell's function runs on the kernel's main thread.
 A result goes back as its :func:`.context.view` within the context budget — a 10 MB string is
-cut to the budget with a note, like any ``{name}``.
+cut to the budget with a note, like any ``{name}`` — with every key the session knows masked.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .context import bound, view
 from .errors import ConfigError
+from .redact import scrub
 from .schema import type_schema
 
 if TYPE_CHECKING:
@@ -179,7 +180,8 @@ class PendingCall:
             value = self.tool.function(**self.kwargs)
         except Exception as error:  # the model hears the function's error, in one line
             message = " ".join(f"{type(error).__name__}: {error}".split())
-            self.future.set_result(Outcome(self.call, "error", f"Error: {message}", self.label))
+            said = self.box.scrubbed(f"Error: {message}")
+            self.future.set_result(Outcome(self.call, "error", said, self.label))
             return
         except BaseException as error:  # an interrupt: the answer stops
             self.future.set_exception(error)
@@ -226,15 +228,19 @@ class Toolbox:
     budget: int = 2000
     max_rounds: int = 8
     always: bool = False  # [a]lways for this cell
+    secrets: Sequence[str] = ()  # every key the session knows: never sent in a result
     outcomes: list[Outcome] = field(default_factory=list)
 
     def specs(self) -> list[dict[str, Any]]:
         return [tool.spec() for tool in self.tools.values()]
 
     def bounded(self, value: Any) -> str:
-        """A result as the model gets it: its view, within the budget."""
+        """A result as the model gets it: its view, within the budget, no known key in it."""
         text, _ = view(value, self.budget)
-        return bound(text, self.budget)
+        return self.scrubbed(bound(text, self.budget))
+
+    def scrubbed(self, text: str) -> str:
+        return scrub(text, self.secrets) if self.secrets else text
 
     async def handle(self, call: ToolCall, live: Live) -> Outcome:
         """Check ``call``, put it to the gate, and wait for what became of it."""

@@ -261,3 +261,26 @@ def test_interleaved_pieces_of_two_calls_are_assembled_in_order() -> None:
     assert assemble([e for e in events if isinstance(e, ToolCallDelta)]) == [
         ToolCall("c", "add", '{"a": 3}')
     ]
+
+
+def test_a_key_in_a_tools_result_or_error_never_leaves(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-amigo-5f3c9e1d7b2a4c6e8f0a"
+    monkeypatch.setenv("AMIGO_API_KEY", key)
+    ip.run_cell(
+        "import os\n"
+        "def settings() -> dict:\n    return dict(os.environ)\n"
+        "def connect() -> None:\n"
+        "    raise RuntimeError('refused with ' + os.environ['AMIGO_API_KEY'])\n"
+    )
+    magics(ip).approve_tools = "always"
+    server.enqueue(tool_call_stream(("settings", ""), ("connect", "")), Reply.stream("Done."))
+    ip.run_cell("%%amigo -T settings -T connect\nLook around")
+    second = server.requests[1]
+    assert key not in second.body.decode()
+    result, error = tool_messages(second)
+    assert "'AMIGO_API_KEY': '***'" in result["content"]
+    assert error["content"] == "Error: RuntimeError: refused with ***"
+    (answer,) = [t for t in magics(ip).session.history("default") if t.role == "assistant"]
+    assert key not in json.dumps(answer.meta)

@@ -106,6 +106,11 @@ class CellLog:
         self._publish = getattr(publisher, "publish", None)
         if publisher is not None and self._publish is not None:
             publisher.publish = self._noted_publish
+        hook = getattr(shell, "displayhook", None)  # a cell's result (Out [n]) comes this way
+        self._write_result = getattr(hook, "write_format_data", None)
+        if hook is not None and self._write_result is not None:
+            hook.write_format_data = self._noted_result
+        self._resulted = False  # the running cell's result was noted as the notebook shows it
 
     def recent(self, count: int) -> list[RecentCell]:
         """The last ``count`` cells run before the one running now, oldest first."""
@@ -116,7 +121,7 @@ class CellLog:
         if self._depth > 1:
             return
         self._outputs, self._noted, self._displays = [], 0, {}
-        self._pictures, self._shown = [], {}
+        self._pictures, self._shown, self._resulted = [], {}, False
         self._streams = (sys.stdout, sys.stderr)
         sys.stdout, sys.stderr = _Tee(sys.stdout, self._note), _Tee(sys.stderr, self._note)
 
@@ -128,7 +133,7 @@ class CellLog:
                     setattr(sys, name, stream)
             self._streams = None
         value = getattr(result, "result", None)
-        if value is not None:
+        if value is not None and not self._resulted:
             self._note(f"result: {_repr(value)}\n")
         error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
         if error is not None:
@@ -140,7 +145,7 @@ class CellLog:
         self._bound_pictures()
         if self._depth == 0:
             self._outputs, self._noted, self._displays = [], 0, {}
-            self._pictures, self._shown = [], {}
+            self._pictures, self._shown, self._resulted = [], {}, False
 
     def _bound_pictures(self) -> None:
         """Drop the oldest cells' pictures (their text note stays) past the memory bound."""
@@ -158,6 +163,9 @@ class CellLog:
         publisher = getattr(self._shell, "display_pub", None)
         if publisher is not None and publisher.__dict__.get("publish") == self._noted_publish:
             del publisher.publish
+        hook = getattr(self._shell, "displayhook", None)
+        if hook is not None and hook.__dict__.get("write_format_data") == self._noted_result:
+            del hook.write_format_data
 
     def _note(self, text: str) -> None:
         if self._noted < self._limit:
@@ -179,6 +187,19 @@ class CellLog:
             pass
         assert self._publish is not None
         return self._publish(data, *args, **kwargs)
+
+    def _noted_result(self, format_dict: Any, md_dict: Any = None) -> Any:
+        """A cell's result as the notebook shows it (Out [n]): its text, and its picture."""
+        try:
+            shown = _display_text(format_dict)
+            if shown:
+                self._resulted = True
+                self._note(f"result: {shown}")
+            self._note_picture(format_dict, None)
+        except Exception:  # noting must never break a result
+            pass
+        assert self._write_result is not None
+        return self._write_result(format_dict, md_dict)
 
     def _note_picture(self, data: Any, display_id: str | None) -> None:
         if not isinstance(data, Mapping):

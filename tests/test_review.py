@@ -5,8 +5,10 @@ fix drops the mark."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from amigo_magic.errors import AmigoError, ConfigError
 from amigo_magic.usage import BudgetExceededError
 from tests.amigo_server import AmigoServer, Reply
+from tests.kernel import Kernel
 from tests.shell import Recorder, TestingShell
 
 KEY = "sk-review-5b7e1c9d3a2f4e60"
@@ -86,11 +89,6 @@ def connect() -> str:
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a -T tool's result goes to the model, the output and Turn.meta['tools'] unscrubbed "
-    "(tools.Toolbox.bounded: {var} is scrubbed, a tool's return value is not)",
-)
 def test_a_tools_result_holding_the_key_is_never_sent_shown_or_stored(
     ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
 ) -> None:
@@ -107,11 +105,6 @@ def test_a_tools_result_holding_the_key_is_never_sent_shown_or_stored(
     assert KEY.encode() not in stored(home)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a -T tool's exception message is sent, shown and stored with the key in it "
-    "(tools.PendingCall.approve)",
-)
 def test_a_tools_error_naming_the_key_is_never_sent_shown_or_stored(
     ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, home: Path
 ) -> None:
@@ -329,3 +322,29 @@ def test_a_second_choice_is_not_mixed_into_the_answer(ip: TestingShell) -> None:
         finally:
             ip.run_cell("%config AmigoMagics.endpoints = {}")
     assert ip.user_ns["said"] == "Paris is the capital."
+
+
+# -- recent cells ----------------------------------------------------------------------------
+
+
+def test_cells_sends_a_picture_shown_as_a_cells_result(kernel: Kernel, server: AmigoServer) -> None:
+    """A cell ending in a picture (``img``, ``Image.open(…)``) shows it as its result (Out [n]),
+    which IPython's display hook writes — not the display publisher --cells listened to: the
+    picture was left out, and the result's text was its repr, not what the notebook showed."""
+    image = "from PIL import Image\nImage.new('RGB', (30, 20), (200, 0, 0))"
+    assert kernel.execute(image).status == "ok"
+    assert kernel.execute("%%amigo --cells 1 --dry-run\nWhat colour?").status == "ok"
+    assert (
+        kernel.execute("%%amigo --cells 2\nWhat colour, and what did the dry run say?").status
+        == "ok"
+    )
+    (request,) = chat_requests(server)
+    text, *pictures = request.json["messages"][-1]["content"]
+    assert "Image.new('RGB', (30, 20), (200, 0, 0))" in text["text"]
+    assert "[picture 1: shown by In [" in text["text"]
+    assert "result: Dry run, nothing sent: gpt-4o-mini would get 1 message" in text["text"]
+    assert "Preview(" not in text["text"]  # the dry run's result as shown, not its repr
+    (picture,) = pictures
+    data = base64.b64decode(picture["image_url"]["url"].partition(",")[2])
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert struct.unpack(">II", data[16:24]) == (30, 20)

@@ -240,7 +240,12 @@ def parse_chunk(payload: Any) -> list[Event]:
     choices = payload.get("choices")
     usage = payload.get("usage")
     events: list[Event] = []
-    if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+    if (
+        choices
+        and isinstance(choices, list)
+        and isinstance(choices[0], dict)
+        and not choices[0].get("index")  # another choice's (-p n=2): the answer is the first
+    ):
         choice = choices[0]
         delta = choice.get("delta")
         text = delta.get("content") if isinstance(delta, dict) else None

@@ -291,12 +291,6 @@ def choices_stream(*pieces: tuple[int, str]) -> Reply:
     return Reply.raw(body.encode(), content_type="text/event-stream")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="-p n=2 on an OpenAI-compatible endpoint (any parameter goes through) streams two "
-    "choices, and protocol.parse_chunk takes each chunk's first choice whatever its index: the "
-    "two answers come interleaved into one garbled text, in the cell, -o and history",
-)
 def test_a_second_choice_is_not_mixed_into_the_answer(ip: TestingShell) -> None:
     with AmigoServer(strict_headers=False, success_status=200) as lab:
         ip.run_cell(f"%config AmigoMagics.endpoints = {{'lab': {{'url': {lab.base_url!r}}}}}")

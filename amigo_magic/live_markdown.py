@@ -6,9 +6,10 @@ model text up to the last finished block (a blank line outside any code fence) i
 written — is shown as one fenced code block: monospace text that no markdown or math renderer
 reads (Jupyter's math pass skips code, so a ``$`` in a half-written line pairs with nothing).
 
-The work stays bounded: the finished part is rendered again only when it has grown, and at most
-a ``share`` of the wall time (after a render that took *t* seconds, the next waits *t / share*);
-until then the new blocks stay in the tail. Past :data:`FORMAT_LIMIT` characters nothing more is
+The work stays linear: each run of newly finished blocks is made safe once, on its own, and
+joined to the runs before it with :data:`SEPARATOR`; and it takes at most about a ``share`` of
+the wall time (after a render that took *t* seconds, the next waits *t / share*) — until then
+the new blocks stay in the tail. Past :data:`FORMAT_LIMIT` characters nothing more is
 formatted while streaming (the final display decides). The line scan that finds finished blocks
 is incremental: each character is looked at once.
 """
@@ -19,10 +20,14 @@ import re
 import time
 from collections.abc import Callable
 
-__all__ = ["FORMAT_LIMIT", "LiveMarkdown", "tail_block"]
+__all__ = ["FORMAT_LIMIT", "SEPARATOR", "LiveMarkdown", "tail_block"]
 
 FORMAT_LIMIT = 256 * 1024  # characters: render.UNFORMATTED_ABOVE, the final display's limit
 _FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})(.*)")
+# Between two separately rendered runs of blocks: an HTML comment on a line of its own, after a
+# blank line, closes every open list and quote, so the next run parses as it did alone — as a
+# document of its own (its fences closed, its raw HTML escaped, its destinations made safe).
+SEPARATOR = "<!-- -->"
 
 
 def tail_block(text: str) -> str:
@@ -88,7 +93,11 @@ class LiveMarkdown:
         self._scan(text)
         now = self._clock()
         if self._finished > self._shown and self._finished <= FORMAT_LIMIT and now >= self._next:
-            self._markdown = self._render(text[: self._finished]).rstrip("\n")
+            new = self._render(text[self._shown : self._finished]).strip("\n")
+            if new:
+                self._markdown = (
+                    f"{self._markdown}\n\n{SEPARATOR}\n\n{new}" if self._markdown else new
+                )
             self._shown = self._finished
             self.renders += 1
             done = self._clock()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import math
 import sys
 import threading
 import time
@@ -66,6 +67,7 @@ class BatchState:
     phase: BatchPhase
     model: str = ""
     error: str | None = None
+    paused: float = 0.0  # seconds a Retry-After still holds every worker
 
     @property
     def rate(self) -> float:
@@ -90,6 +92,8 @@ class BatchState:
             parts.append(f"{self.failed:,} failed")
         if self.phase == "running":
             parts.append(f"{self.in_flight} in flight")
+            if self.paused > 0:
+                parts.append(f"⏸ rate limited: resuming in {math.ceil(self.paused)} s")
         parts.append(f"{self.tokens:,} tokens")
         parts.append(f"{self.rate:.1f} items/s")
         left = self.left
@@ -166,6 +170,7 @@ class Batch:
         self.changed = threading.Event()  # set as items finish; a follower clears it
         self.done = threading.Event()
         self.future: concurrent.futures.Future[None] | None = None
+        self.gate: Any = None  # the client's RateGate, when the backend has one
 
     # -- read side -----------------------------------------------------------------------------
 
@@ -184,6 +189,7 @@ class Batch:
             phase=self.phase,
             model=self.model,
             error=error_line(self.error),
+            paused=max(0.0, self.gate.until - time.monotonic()) if self.gate else 0.0,
         )
 
     def summary(self) -> Summary:
@@ -295,6 +301,7 @@ def start(
         return batch
     jobs = itertools.chain([first], prompts)
     ask = ItemAsker(session, target, settings, options, spec)
+    batch.gate = getattr(getattr(ask.backend, "_http", None), "gate", None)  # for the progress
 
     async def worker() -> None:
         for number, prompt in jobs:  # next() runs on the loop thread only: no item twice

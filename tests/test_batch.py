@@ -116,9 +116,13 @@ def test_a_429_storm_pauses_every_worker_and_loses_no_item(
         *(Reply.stream(stall_before=0.01) for _ in range(20)),
         *(Reply.error(429, "slow down", retry_after="1") for _ in range(rejected)),
     )
-    batch = run(session, "Number {item}", items, concurrency=8)
+    batch = session.map("Number {item}", items, session.options(), concurrency=8)
+    lines = []
+    while not batch.wait(0.05):
+        lines.append(batch.snapshot().line())
     results = batch.values()
     assert results == [f"Echo: Number {i}" for i in items]  # none lost, none failed
+    assert any("⏸ rate limited: resuming in 1 s" in line for line in lines), lines[-5:]
     requests = chat_requests(server)
     assert len(requests) == len(items) + rejected
     # Every 429 went out at once (no stall): its request's arrival is when the gate closed.

@@ -195,6 +195,12 @@ class ChatSession(Library):
         found = fill(text, namespace, secrets, budget, cells, attach)
         return dataclasses.replace(found, text=self.clean(found.text, "prompt"))
 
+    def scrub(self, text: str) -> str:
+        """``text`` with every key the session knows masked: for text sent as written."""
+        from .redact import scrub
+
+        return scrub(text, self.preferences().secrets(self._env))
+
     def clean(self, text: str, what: str) -> str:
         """``text`` made valid Unicode (each lone surrogate as U+FFFD), with a notice if not."""
         from .interpolate import without_lone_surrogates

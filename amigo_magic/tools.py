@@ -243,7 +243,9 @@ class Toolbox:
         return scrub(text, self.secrets) if self.secrets else text
 
     async def handle(self, call: ToolCall, live: Live) -> Outcome:
-        """Check ``call``, put it to the gate, and wait for what became of it."""
+        """Check ``call``, put it to the gate, and wait for what became of it. A key the
+        session knows in its arguments is masked before anything shows, keeps or runs them."""
+        call = ToolCall(call.id, call.name, self.scrubbed(call.arguments))
         tool = self.tools.get(call.name)
         if tool is None:
             offered = ", ".join(self.tools) or "none"

@@ -229,7 +229,7 @@ def _fix(magics: AmigoMagics, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if magics.recorder.last is None:
         raise ConfigError("No cell has failed yet: %amigo fix explains the last error.")
-    source, trace = magics.recorder.last
+    source, trace = (magics.session.scrub(part) for part in magics.recorder.last)  # as --cells
     then = (
         "then the whole corrected cell as one fenced python code block"
         if args.apply

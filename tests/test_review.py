@@ -448,3 +448,21 @@ def test_a_held_lock_neither_stalls_a_recorded_answer_nor_loses_its_recording(
     assert waited < 2.0, f"the cell took {waited:.1f} s"
     ip.run_cell("%%amigo --no-history\nWhat is recorded?")
     assert len(chat_requests(server)) == 2  # the second ask was answered from the recording
+
+
+# -- map ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="amigo_magic.map(params=…) takes only temperature, top_p and max_tokens ('params: "
+    "unknown seed'), while -p and AmigoMagics.params send any parameter — a batch cannot be "
+    "seeded or given stop / response_format per call (many._params)",
+)
+def test_maps_params_take_any_parameter_as_p_does(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell("import amigo_magic")
+    ip.run_cell("r = amigo_magic.map('Say {item}', ['a'], params={'seed': 7, 'temperature': 0.2})")
+    assert ip.user_ns["r"] == ["Echo: Say a"]
+    (request,) = chat_requests(server)
+    assert request.json["seed"] == 7
+    assert request.json["temperature"] == 0.2

@@ -67,6 +67,8 @@ def map(
     )
     batch = session.map(template, items, options, concurrency=concurrency, schema=schema)
     follow_batch(batch, _progress_display())
+    if batch.phase == "error" and batch.error is not None:
+        raise batch.error  # the items' own iterator failed: a bug to see, not a summary line
     return batch.values()
 
 

@@ -165,3 +165,15 @@ def test_amigo_map_verb_binds_its_results(ip: TestingShell, server: AmigoServer)
     assert ip.user_ns["greetings"] == ["Echo: Greet Ada", "Echo: Greet Alan"]
     failed = ip.run_cell_quietly('%amigo map nothing "Greet {item}"')
     assert "no such variable" in str(failed.error_in_exec)
+
+
+def test_map_raises_what_the_items_iterator_raised(ip: TestingShell, server: AmigoServer) -> None:
+    ip.run_cell(
+        "import amigo_magic\n"
+        "def items():\n    yield 'a'\n    yield 'b'\n"
+        "    raise ValueError('the third row is broken')\n"
+    )
+    failed = ip.run_cell_quietly("amigo_magic.map('Say {item}', items(), concurrency=1)")
+    assert isinstance(failed.error_in_exec, ValueError)
+    assert "the third row is broken" in str(failed.error_in_exec)
+    assert len(chat_requests(server)) == 2  # what came before it was asked

@@ -466,3 +466,19 @@ def test_maps_params_take_any_parameter_as_p_does(ip: TestingShell, server: Amig
     (request,) = chat_requests(server)
     assert request.json["seed"] == 7
     assert request.json["temperature"] == 0.2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--dry-run of a side-by-side cell (-m gpt-4o-mini,claude --dry-run) reads the list "
+    "as one model's name: 'Unknown model 'gpt-4o-mini,claude': did you mean …' — it should show "
+    "what each model would be sent, or say plainly that it previews one (magics.amigo: the "
+    "dry-run branch comes before the -m a,b one)",
+)
+def test_a_dry_run_of_a_side_by_side_cell_is_not_an_unknown_model(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    result = ip.run_cell_quietly("%%amigo -m gpt-4o-mini,claude --dry-run\nCompare these.")
+    error = result.error_in_exec or result.error_before_exec
+    assert chat_requests(server) == []
+    assert error is None or "dry" in str(error).lower(), str(error)

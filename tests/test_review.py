@@ -526,3 +526,21 @@ def test_every_request_of_an_answer_counts_in_usage(
     assert len(chat_requests(server)) == 2
     report = str(getattr(ip.run_cell("%amigo usage").result, "data", {}).get("text/plain"))
     assert " 252 tokens" in report, report  # 110 + 142, as the server reported them
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a request the server refused (401, nothing answered) is charged its estimated "
+    "prompt tokens and their price: %amigo usage says '1 request, ~217 tokens, $0.000033' for "
+    "a cell that cost nothing, map's failed items add theirs, and the budget counts them — a "
+    "wrong key tried a few times can spend a cap (answer.token_counts' prompt estimate / "
+    "usage.turn_usage / replay.SessionCache.charge)",
+)
+def test_a_refused_request_costs_nothing(ip: TestingShell, server: AmigoServer) -> None:
+    server.enqueue(Reply.error(401, "bad key"), Reply.error(401, "bad key"))
+    failure(ip, "%%amigo\n" + "A long question. " * 50)
+    ip.run_cell("import amigo_magic")
+    ip.run_cell("r = amigo_magic.map('A long question about {item}. ' * 20, ['a'])")
+    assert not ip.user_ns["r"][0]  # a Failed value
+    report = str(getattr(ip.run_cell("%amigo usage").result, "data", {}).get("text/plain"))
+    assert "This notebook: 0 requests" in report, report

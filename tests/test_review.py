@@ -549,7 +549,8 @@ def test_a_refused_request_costs_nothing(ip: TestingShell, server: AmigoServer) 
 @pytest.mark.xfail(
     strict=True,
     reason="the budget is checked once when a map starts: with budget_tokens = 60 a 20-item "
-    "map at concurrency 1 sends all 20 requests (each ~15 tokens) — items are charged, but a "
+    "map at concurrency 1 sends all 20 requests (100 tokens in all, 5 each) — items are "
+    "charged, but a "
     "cap reached mid-batch refuses nothing until the next cell (batch_item.ItemAsker: no "
     "check_budget before each request)",
 )

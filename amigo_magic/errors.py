@@ -110,7 +110,10 @@ class AnswerFormatError(AmigoError):
 
 class AnswerStopped(AmigoError, KeyboardInterrupt):
     """The user stopped an answer: the cell ends as interrupted (so Run All stops), in one
-    line, without a traceback; the partial answer is kept."""
+    line, without a traceback; the partial answer is kept. ``shown``: the cell's own status
+    line already says so, so nothing more is printed."""
+
+    shown = False
 
 
 class HistoryBusyError(AmigoError):

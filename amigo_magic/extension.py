@@ -59,7 +59,10 @@ def load(shell: InteractiveShell) -> None:
 
 
 def _stopped(shell: Any, etype: Any, value: Any, tb: Any, tb_offset: Any = None) -> None:
-    """A stopped answer's cell shows no error box: its status line already says "■ stopped"."""
+    """A stopped answer's cell shows no error box: its status line already says "■ stopped"
+    (``value.shown``); any other stop is one plain line."""
+    if not getattr(value, "shown", False):
+        print(f"■ {value}")
     return None
 
 

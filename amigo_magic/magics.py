@@ -223,10 +223,12 @@ class AmigoMagics(AmigoSettings):
             handle.update(data, metadata=metadata, raw=True)
         self._typed(answer, state, handle)
         if state.phase == "stopped":
-            raise AnswerStopped(
+            stopped = AnswerStopped(
                 f"Stopped after {state.seconds:.1f} s; the partial answer is kept in the chat "
                 "history, marked as stopped."
             )
+            stopped.shown = True  # the status line says "■ stopped": no second message
+            raise stopped
         if answer.error is not None:
             raise answer.error
         if failure is not None:
@@ -302,7 +304,9 @@ class AmigoMagics(AmigoSettings):
         self.session.follow(answer, tick)
         if answer.phase == "stopped":
             handle.update(progress("■ stopped"))
-            raise AnswerStopped("Stopped; no picture was drawn.")
+            stopped = AnswerStopped("Stopped; no picture was drawn.")
+            stopped.shown = True
+            raise stopped
         if answer.error is not None and not answer.images:
             handle.update(progress(f"✖ {answer.model}: no picture"))
             raise answer.error

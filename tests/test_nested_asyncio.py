@@ -65,7 +65,7 @@ _p = ChatPanel()
 _p.prompt.value = "panel question"
 _p.send_button.click()
 _t0 = _t.monotonic()
-while "tok" not in (_p.turn_boxes[-1].children[0].value if _p.turn_boxes else ""):
+while "tok" not in (str(_p.turn_boxes[-1].children[1].outputs) if _p.turn_boxes else ""):
     assert _t.monotonic() - _t0 < 20, "no text in the panel"
     _t.sleep(0.005)
 _p.stop_button.click()

@@ -125,7 +125,7 @@ def test_a_picked_figure_goes_as_a_picture_and_shows_in_the_transcript(
     data = base64.b64decode(part["image_url"]["url"].partition(",")[2])
     assert data.startswith(b"\x89PNG")
     asked = panel.turn_boxes[-2]
-    (picture,) = asked.children[1:]
+    (picture,) = asked.children[2:]  # after the header and the text's Output widget
     assert isinstance(picture, widgets.Image)
     assert picture.value == data
     assert "context: 1 picture · ~" in status(panel)

@@ -121,12 +121,18 @@ def test_a_stopped_cell_fails_quietly(ip: TestingShell, capsys: pytest.CaptureFi
 
     capsys.readouterr()
     result = ip.run_cell_quietly(
-        "from amigo_magic.errors import AnswerStopped\nraise AnswerStopped('Stopped after 1 s')"
+        "from amigo_magic.errors import AnswerStopped\n"
+        "stopped = AnswerStopped('Stopped after 1 s')\nstopped.shown = True\nraise stopped"
     )
     assert isinstance(result.error_in_exec, AnswerStopped)  # the cell failed: Run All stops
     out, err = capsys.readouterr()
     assert "AnswerStopped" not in out + err  # but no error box: the status line said it
     assert "Stopped after" not in out + err
+    # a stop no status line reported (background answers waited for) is one plain line
+    ip.run_cell_quietly("raise AnswerStopped('Stopped 2 background answers')")
+    out, err = capsys.readouterr()
+    assert out == "■ Stopped 2 background answers\n"
+    assert "Traceback" not in err
     ip.run_cell("raise_later = 1")  # the shell runs on
     failed = ip.run_cell_quietly("1 / 0")  # and other errors still show as before
     assert isinstance(failed.error_in_exec, ZeroDivisionError)

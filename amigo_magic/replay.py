@@ -9,6 +9,7 @@ same way; its status line says it was replayed and when it was recorded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 import weakref
@@ -206,6 +207,7 @@ class SessionCache:
         self._recordings: tuple[str, Recordings] | None = None
         self._plans: weakref.WeakKeyDictionary[Live, CachePlan] = weakref.WeakKeyDictionary()
         self._charged: list[tuple[object, Any]] = []  # requests that keep no turn: (owner, use)
+        self._totals: dict[tuple[object, ...], Any] = {}  # map items: one use per model and day
 
     @property
     def _prefs(self) -> Preferences:
@@ -362,11 +364,24 @@ class SessionCache:
             chat="(not kept)",
             notebook=self._session.notebook,
         )
+        if owner is None:  # a map item: folded into its model's and day's total, so a batch's
+            # memory stays flat in its items
+            key = (use.model, use.backend, use.model_id, use.estimated, int(use.created // 86400))
+            held = self._totals.get(key)
+            if held is not None:
+                use = dataclasses.replace(
+                    use,
+                    prompt_tokens=held.prompt_tokens + use.prompt_tokens,
+                    completion_tokens=held.completion_tokens + use.completion_tokens,
+                    requests=held.requests + 1,
+                )
+            self._totals[key] = use
+            return
         self._charged.append((owner, use))
 
     def discharge(self, owner: object) -> None:
         """``owner``'s request now keeps its turn (a kept side-by-side answer): the turn counts."""
-        self._charged = [(o, use) for o, use in self._charged if owner is None or o is not owner]
+        self._charged = [(o, use) for o, use in self._charged if o is not owner]
 
     def uses(self, chat: str | None = None) -> list[Any]:
         """This notebook's answered requests (one chat's with ``chat``; without, the map items
@@ -376,7 +391,7 @@ class SessionCache:
         store: HistoryStore = self._session.store
         notebook = self._session.notebook
         chats = [chat] if chat else [c.name for c in store.chats(notebook)]
-        found = [] if chat else [use for _, use in self._charged]
+        found = [] if chat else [use for _, use in self._charged] + list(self._totals.values())
         for name in chats:
             for turn in store.load(notebook, name):
                 use = turn_usage(turn, chat=name, notebook=notebook)

@@ -73,6 +73,7 @@ class TurnUsage:
     picture: bool = False  # an image request: priced per picture, which the dataset lacks
     chat: str = "default"
     notebook: str = ""
+    requests: int = 1  # more when it totals a batch's items (one model, one day)
 
     @property
     def tokens(self) -> int:
@@ -146,13 +147,13 @@ class Spent:
         usd = 0.0
         for use in uses:
             if use.replayed:
-                replayed += 1
+                replayed += use.requests
                 continue
-            requests += 1
+            requests += use.requests
             tokens += use.tokens
             cost = use.cost
             if cost is None:
-                unknown += 1
+                unknown += use.requests
             else:
                 usd += cost
         return cls(requests, tokens, usd, unknown, replayed)

@@ -175,6 +175,9 @@ class CellLog:
     def _noted_publish(self, data: Any = None, *args: Any, **kwargs: Any) -> Any:
         try:
             shown = _display_text(data)
+            metadata = kwargs.get("metadata", args[0] if args else None)
+            if isinstance(metadata, Mapping) and "phase" in (metadata.get("amigo") or {}):
+                shown = _answer_text(shown)  # an answer, without its status line's timings
             display_id = (kwargs.get("transient") or {}).get("display_id")
             if display_id in self._displays:  # an update: it replaces what that display showed
                 self._outputs[self._displays[display_id]] = shown
@@ -244,6 +247,13 @@ def _display_text(data: Any) -> str:
     if pictures:
         shown = f"[a picture was shown: {', '.join(pictures)}] {shown}".rstrip()
     return shown + "\n" if shown else ""
+
+
+def _answer_text(shown: str) -> str:
+    """An answer's ``text/plain`` without its status line (the last paragraph), whose timings
+    change on every run: a later ``--cells`` request stays the same, so it can be replayed."""
+    text, sep, _ = shown.rstrip("\n").rpartition("\n\n")
+    return f"{text}\n" if sep and text.strip() else ""
 
 
 def _repr(value: Any) -> str:

@@ -564,3 +564,40 @@ def test_a_budget_reached_mid_map_stops_sending(ip: TestingShell, server: AmigoS
     refused = [r for r in results if not r]
     assert refused
     assert all("Budget reached" in str(r) for r in refused if r is not None)
+
+
+# -- recent cells and replay -----------------------------------------------------------------
+
+
+def run_notebook(folder: Path, cells: tuple[str, ...]) -> list[Any]:
+    """``cells`` in a fresh kernel (cwd ``folder``); each cell's outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in ("%load_ext amigo_magic", *cells)]
+    NotebookClient(nb, timeout=90, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(folder)}}).execute()  # fmt: skip
+    return [cell.outputs for cell in nb.cells[1:]]
+
+
+def test_cells_after_an_answer_replay(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``--cells 1`` after a ``%%amigo`` cell sent that answer's status line too — its timings
+    ("9.4 tok/s · 0.4 s") differ on every run, so such a cell never replayed in CI."""
+    cells = ("%%amigo\nName a colour.", "%%amigo --cells 1\nWhy that one?")
+    monkeypatch.setenv("AMIGO_CACHE_FILE", str(tmp_path / "answers.jsonl"))
+    with AmigoServer() as server:
+        monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+        monkeypatch.setenv("AMIGO_CACHE", "auto")
+        server.enqueue(Reply.stream("Blue is a colour.", delay=0.05))
+        run_notebook(tmp_path, cells)
+        sent = chat_requests(server)
+    assert len(sent) == 2
+    context = sent[1].json["messages"][-1]["content"]
+    assert "Out [2]:\nBlue is a colour.\n\n---" in context  # the answer, not its status
+    assert "tok/s" not in context
+    monkeypatch.setenv("AMIGO_CACHE", "replay")  # the server is gone
+    second = run_notebook(tmp_path, cells)
+    errors = [o for outputs in second for o in outputs if o.output_type == "error"]
+    assert errors == []
+    assert second[1][-1].data["text/plain"].startswith("Echo: The notebook's last cell")

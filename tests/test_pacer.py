@@ -44,8 +44,12 @@ def test_a_phase_change_shows_at_once_and_the_clock_ticks_while_nothing_comes() 
     assert not p.due(3.0, 5, "streaming")  # text on screen: no tick without new text
 
 
-def _feed(answer: Answer, pieces: list[str], gap: float) -> threading.Thread:
+def _feed(
+    answer: Answer, pieces: list[str], gap: float, after: threading.Event | None = None
+) -> threading.Thread:
     def run() -> None:
+        if after is not None:
+            after.wait(10)
         for piece in pieces:
             time.sleep(gap)
             answer.add_text(piece)
@@ -60,12 +64,22 @@ def _feed(answer: Answer, pieces: list[str], gap: float) -> threading.Thread:
 def test_follow_shows_the_first_text_and_far_fewer_updates_than_pieces() -> None:
     answer = Answer(model="m", chat="c")
     shown: list[AnswerState] = []
-    thread = _feed(answer, ["a"] * 200, 0.001)
-    follow(answer, shown.append, throttle=0.05)
+    first_shown = threading.Event()
+
+    def show(state: AnswerState) -> None:
+        shown.append(state)
+        first_shown.set()  # the pieces start once the first display is up, however busy the box
+
+    thread = _feed(answer, ["a"] * 200, 0.001, after=first_shown)
+    start = time.perf_counter()
+    follow(answer, show, throttle=0.05)
+    took = time.perf_counter() - start
     thread.join()
     assert shown[0].phase == "thinking"
     assert any(s.phase == "streaming" and s.text for s in shown)  # text showed while streaming
-    assert len(shown) < 40  # ~0.2 s of pieces at one update per 50 ms, not 200 updates
+    # one update per 50 ms of streaming (plus the first and the last), not one per piece
+    assert len(shown) <= took / 0.05 + 3
+    assert len(shown) < 100  # 200 pieces
     assert answer.phase == "done"
     assert answer.text == "a" * 200
 

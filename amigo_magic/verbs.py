@@ -47,7 +47,7 @@ def run_verb(magics: AmigoMagics, words: list[str]) -> Any:
 HELP = [
     ("%%amigo [options]", "ask; the cell body is the prompt (%%amigo? lists options)"),
     ("%amigo_image PROMPT", "draw a picture inline (-m flux | dalle | recraft …)"),
-    ("%amigo_panel [-c CHAT] [-m MODEL]", "open the chat panel beside the code"),
+    ("%amigo_panel [-c CHAT] [-m MODEL] [--side]", "the chat panel (--side: beside the notebook)"),
     ("%amigo models", "every model and alias; * marks the default"),
     ("%amigo use MODEL", "make MODEL this notebook's default (local, NAME:MODEL, …)"),
     ("%amigo endpoint add NAME URL [--key-env VAR]", "an OpenAI-compatible server"),

@@ -714,7 +714,7 @@ def test_deeply_nested_lists_keep_the_rest_of_the_answer(levels: int) -> None:
     data, _ = answer_bundle(state)
     for rendered in (
         DEEP_RENDERER.render(data["text/markdown"]),  # the cell's markdown, as the front end
-        safe_html_from_markdown(text),  # the panel's
+        safe_html_from_markdown(text),  # comparison columns (%%amigo -m a,b)
     ):
         seen = TextOf(rendered).text()
         assert "The closing paragraph stays. After it, more text." in seen

@@ -288,7 +288,7 @@ def test_sanitised_markdown_answer_is_inert_and_keeps_its_text(answer: Piece) ->
     data = final_bundle(text, "markdown")
     assert set(data) == {"text/markdown", "text/plain"}
     assert_answer_markdown_inert(data["text/markdown"], words, text)
-    assert_inert_and_complete(markdown_html(text), words, text)  # the panel's HTML
+    assert_inert_and_complete(markdown_html(text), words, text)  # comparison columns' HTML
 
 
 @settings(max_examples=150, deadline=None)

@@ -21,6 +21,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .context import CHARS_PER_TOKEN
@@ -242,7 +243,7 @@ def report(uses: Sequence[TurnUsage], *, by_day: bool = False, title: str = "") 
 def usage_from_file(path: str) -> list[TurnUsage]:
     """Every notebook's answers in the history file at ``path`` (``%amigo usage --all``)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
     except sqlite3.Error:
         return []
     try:

@@ -648,3 +648,21 @@ def test_an_async_tool_is_awaited(ip: TestingShell, server: AmigoServer) -> None
     second = chat_requests(server)[1]
     (message,) = [m for m in second.json["messages"] if m["role"] == "tool"]
     assert message["content"] == "42"
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+
+def test_usage_all_reads_a_history_whose_path_has_a_hash(
+    ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``%amigo usage --all`` opened the file as ``file:{path}?mode=ro``: a ``#`` (or ``?``,
+    ``%``) in the path cut the URI, and every notebook's usage read as 0 requests."""
+    monkeypatch.setenv("AMIGO_HOME", str(tmp_path / "My #1 notebooks?"))
+    ip.run_cell("%unload_ext amigo_magic")
+    ip.run_cell("%load_ext amigo_magic")
+    ip.run_cell("%%amigo\nhello")
+    one = ip.run_cell("%amigo usage").result.data["text/plain"]
+    everything = ip.run_cell("%amigo usage --all").result.data["text/plain"]
+    assert one.startswith("This notebook: 1 request, ")
+    assert everything.startswith("Every notebook: 1 request, ")

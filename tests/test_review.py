@@ -689,3 +689,35 @@ def test_a_pictures_estimated_tokens_are_its_picture_tokens(
     report = str(ip.run_cell("%amigo usage").result.data["text/plain"])
     tokens = int(report.split("~", 1)[1].split(" tokens")[0].replace(",", ""))
     assert tokens < 2_000, report  # the picture's ~765, the text's few
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--cells 1 after a map cell or a side-by-side cell sends that cell's progress line "
+    "('… · 14.2 items/s · 0:00 elapsed') or its columns' status lines ('· 0.0 s', then "
+    "'replayed · recorded …'), which differ on every run: the --cells cell never replays in CI "
+    "(many.progress_bundle and many_cells.columns_bundle carry no metadata that "
+    "cells.CellLog could recognise, as it now does an answer's)",
+)
+@pytest.mark.parametrize(
+    "before",
+    [
+        "import amigo_magic\nr = amigo_magic.map('Say {item}', ['a', 'b'])",
+        "%%amigo -m gpt-4o-mini,claude\nCompare.",
+    ],
+    ids=["map", "side-by-side"],
+)
+def test_cells_after_a_batch_or_a_comparison_replay(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, before: str
+) -> None:
+    cells = (before, "%%amigo --no-history --cells 1\nSum that up.")
+    monkeypatch.setenv("AMIGO_CACHE_FILE", str(tmp_path / "answers.jsonl"))
+    with AmigoServer() as server:
+        monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+        monkeypatch.setenv("AMIGO_CACHE", "auto")
+        first = run_notebook(tmp_path, cells)
+    assert not [o for outputs in first for o in outputs if o.output_type == "error"]
+    monkeypatch.setenv("AMIGO_CACHE", "replay")  # the server is gone
+    second = run_notebook(tmp_path, cells)
+    errors = [o.evalue for outputs in second for o in outputs if o.output_type == "error"]
+    assert errors == []

@@ -15,7 +15,7 @@ def warm_up() -> None:
     loop thread and build on it the TLS context, a transport (httpcore, h11) and anyio's asyncio
     backend; import the local model's library when ``AMIGO_MODEL`` is ``local`` (only then: it
     is large). Nothing is sent anywhere."""
-    from . import interpolate, render, sanitize, store  # noqa: F401
+    from . import interpolate, live_markdown, render, sanitize, store  # noqa: F401
     from .backends import amigo, openai  # noqa: F401
     from .client import default_ssl_context
     from .runner import get_runner

@@ -78,16 +78,15 @@ _p = ChatPanel()
 _p.prompt.value = "first token, please"
 _t0 = _t.perf_counter()
 _p.send_button.click()  # what a click does: returns at once; the answer streams in the background
-while {word!r} not in (_p.turn_boxes[-1].children[0].value if _p.turn_boxes else ""):
+while {word!r} not in (str(_p.turn_boxes[-1].children[1].outputs) if _p.turn_boxes else ""):
     _t.sleep(0.0005)
 print(_t.perf_counter() - _t0)
 """
 
 
 def _panel_first_text(kernel: Any, word: str) -> float:
-    """Seconds from Send to the streaming turn's widget holding ``word``, timed in the kernel.
-
-    The widget's value is what is sent to the browser; the browser's own paint is not counted.
+    """Seconds from Send to the streaming turn's Output widget holding ``word``, timed in the
+    kernel. The widget's outputs are what is sent to the browser; its own paint is not counted.
     """
     run = kernel.execute(PANEL_CELL.format(word=word))
     _ok(run)

@@ -180,7 +180,11 @@ def answer_bundle(
     metadata = _answer_metadata(state, fmt)
     status = status_text(state)
     text = state.text
-    if state.phase in LIVE_PHASES:
+    if state.phase in LIVE_PHASES and len(text) > UNFORMATTED_ABOVE:
+        # As it will end (shown unformatted), and one copy per update instead of two: each
+        # update of a long answer re-sends all of it, and its temporaries are the peak memory.
+        data = {"text/plain": _plain(text, f"{status} · shown unformatted while this long")}
+    elif state.phase in LIVE_PHASES:
         body = _live_markdown(text, view)
         live_status = _status_div(status, live=True)
         data = {

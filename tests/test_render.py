@@ -746,3 +746,14 @@ def test_nesting_too_deep_to_parse_is_kept_whole_as_code(text: str) -> None:
         assert dom.tags()[:2] == ["pre", "code"]
         assert dom.code_texts[0].rstrip("\n") == text.rstrip("\n")  # every character
         assert_inert_html(rendered)
+
+
+def test_a_live_answer_past_the_formatting_limit_is_sent_once_as_plain_text() -> None:
+    from amigo_magic.render import UNFORMATTED_ABOVE
+
+    text = "<script>x</script> **y**\n\n" * (UNFORMATTED_ABOVE // 20)
+    live = AnswerState(text=text, model="m", chat="c", phase="streaming", seconds=1.0, tokens=9)
+    data, _ = AnswerView().bundle(live)
+    assert set(data) == {"text/plain"}  # one copy per update of a long answer, not two
+    assert data["text/plain"].startswith(text)
+    assert data["text/plain"].endswith("shown unformatted while this long")

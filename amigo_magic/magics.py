@@ -206,7 +206,10 @@ class AmigoMagics(AmigoSettings):
         handle = display(data, metadata=metadata, raw=True, display_id=True)
 
         def show(state: AnswerState) -> None:
-            data, metadata = view.bundle(state)
+            try:
+                data, metadata = view.bundle(state)
+            except ValueError:  # the last update can be the end: JSON that does not parse is
+                return  # said once, below
             handle.update(data, metadata=metadata, raw=True)
 
         self.session.follow(answer, show)

@@ -90,12 +90,22 @@ class AmigoMagics(AmigoSettings):
     @argument("--cells", type=int, metavar="N", help="send the last N cells and their output too")
     @argument("--attach", action="append", default=[], metavar="PATH", help="send a file too "
               "(a picture, or text); may be repeated")  # fmt: skip
-    @argument("--schema", metavar="SPEC", help="a typed answer: a pydantic model, dataclass or "
-              "TypedDict of the notebook, or fields ('name, age int, bio: one sentence')")
+    @argument(
+        "--schema",
+        metavar="SPEC",
+        help="a typed answer: a pydantic model, dataclass or "
+        "TypedDict of the notebook, or fields ('name, age int, bio: one sentence')",
+    )
     @argument("--many", action="store_true", help="with --schema: a list of them")
     @argument("--frame", action="store_true", help="with --schema --many: a pandas DataFrame")
-    @argument("-T", "--tool", action="append", default=[], metavar="NAME", help="offer this "
-              "notebook function to the model (asks before each call); may be repeated")
+    @argument(
+        "-T",
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="offer this notebook function to the model (asks before each call); may be repeated",
+    )
     @no_var_expand
     @line_cell_magic
     def amigo(self, line: str, cell: str | None = None) -> Any:

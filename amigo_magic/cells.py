@@ -181,11 +181,15 @@ class CellLog:
             display_id = (kwargs.get("transient") or {}).get("display_id")
             if display_id in self._displays:  # an update: it replaces what that display showed
                 self._outputs[self._displays[display_id]] = shown
-            elif shown:
+            elif kwargs.get("update"):  # another cell's display (a --bg answer): not this output
+                display_id = None
+            elif shown or display_id:
+                count = len(self._outputs)
                 self._note(shown)
-                if display_id:
-                    self._displays[display_id] = len(self._outputs) - 1
-            self._note_picture(data, display_id)
+                if display_id and len(self._outputs) > count:  # noted: its updates replace it
+                    self._displays[display_id] = count
+            if display_id is not None or not kwargs.get("update"):
+                self._note_picture(data, display_id)
         except Exception:  # noting must never break a display
             pass
         assert self._publish is not None

@@ -721,3 +721,19 @@ def test_cells_after_a_batch_or_a_comparison_replay(
     second = run_notebook(tmp_path, cells)
     errors = [o.evalue for outputs in second for o in outputs if o.output_type == "error"]
     assert errors == []
+
+
+def test_a_background_answer_is_not_another_cells_output(
+    kernel: Kernel, server: AmigoServer
+) -> None:
+    """A --bg answer streams into its own cell while a later cell runs; --cells noted those
+    updates as the later cell's output ("Out [3]: bgword0 bgword1 … B done")."""
+    server.enqueue(Reply.stream(" ".join(f"bgword{i}" for i in range(30)), delay=0.03))
+    assert kernel.execute("%%amigo --bg\nA long one, please.").status == "ok"
+    assert kernel.execute("import time\ntime.sleep(1.5)\nprint('B done')").status == "ok"
+    assert kernel.execute("%amigo wait").status == "ok"
+    assert kernel.execute("%%amigo --no-history --cells 2\nWhat did B print?").status == "ok"
+    context = chat_requests(server)[-1].json["messages"][-1]["content"]
+    assert "print('B done')\nOut [" in context
+    assert "B done" in context.split("print('B done')", 1)[1]
+    assert "bgword" not in context

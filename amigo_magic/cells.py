@@ -268,12 +268,30 @@ def _repr(value: Any) -> str:
     return text if len(text) <= 4000 else text[:4000] + f"… ({len(text) - 4000:,} more characters)"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CELL_FILE = re.compile(r'File "[^"\n]*ipykernel_\d+[/\\]\d+\.py"')  # a kernel's own per-run name
+_LIBRARY = re.compile(
+    r'File "[^"\n]*?[/\\](lib[/\\]python\d+\.\d+|site-packages|dist-packages)[/\\]'
+)
+
+
 def _trace(error: BaseException) -> str:
-    """``error``'s traceback, starting at the user's cell (IPython's own frames skipped)."""
+    """``error`` as the notebook shows it: an error that renders itself (amigo_magic's one
+    line) as those lines, any other as its traceback from the user's cell on (IPython's own
+    frames skipped) — the cell's file as ``<cell>``, a library's path from ``lib/python3.x``
+    or ``site-packages`` on, so the text reads the same on every run and machine (a recorded
+    ``--cells`` or ``%amigo fix`` request replays)."""
+    render = getattr(error, "_render_traceback_", None)
+    if callable(render):
+        try:
+            return _ANSI.sub("", "\n".join(render())) + "\n"
+        except Exception:
+            pass  # its own rendering failed: the traceback says it
     tb = error.__traceback__
     while tb is not None and _is_ipython_frame(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(error), error, tb))
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    return _LIBRARY.sub(r'File "…/\1/', _CELL_FILE.sub('File "<cell>"', text))
 
 
 def _is_ipython_frame(filename: str) -> bool:

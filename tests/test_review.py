@@ -737,3 +737,30 @@ def test_a_background_answer_is_not_another_cells_output(
     assert "print('B done')\nOut [" in context
     assert "B done" in context.split("print('B done')", 1)[1]
     assert "bgword" not in context
+
+
+def test_cells_after_a_failed_cell_replay(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A failed cell's traceback named ipykernel's per-kernel file (``/tmp/ipykernel_25531/…``),
+    and an amigo_magic one-line error went as IPython's and amigo_magic's whole traceback with
+    this machine's paths: what --cells (and ``%amigo fix``) sent differed on every run, so they
+    never replayed — and was not what the notebook showed."""
+    cells = (
+        "1/0",
+        "%%amigo --no-history --cells 1\nWhy?",
+        "%%amigo -m nosuchmodel\nhi",
+        "%%amigo --no-history --cells 1\nAnd that?",
+    )
+    monkeypatch.setenv("AMIGO_CACHE_FILE", str(tmp_path / "answers.jsonl"))
+    with AmigoServer() as server:
+        monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
+        monkeypatch.setenv("AMIGO_CACHE", "auto")
+        run_notebook(tmp_path, cells)
+        first, second = (r.json["messages"][-1]["content"] for r in chat_requests(server))
+    assert 'File "<cell>", line 1, in <module>\n    1/0' in first
+    assert "ipykernel_" not in first
+    assert "Out [4]:\nUnknownModelError: Unknown model 'nosuchmodel'" in second
+    assert "Traceback" not in second  # the one line the notebook showed
+    monkeypatch.setenv("AMIGO_CACHE", "replay")  # the server is gone
+    again = run_notebook(tmp_path, cells)
+    errors = [o.ename for outputs in again for o in outputs if o.output_type == "error"]
+    assert errors == ["ZeroDivisionError", "UnknownModelError"]  # the cells' own, no miss

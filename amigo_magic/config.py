@@ -178,6 +178,13 @@ class Settings:
                 f"The URL of endpoint '{endpoint.name}'",
                 "--key-env VAR (the key in that environment variable)",
             )
+            if endpoint.key_env is not None and not is_variable_name(endpoint.key_env):
+                raise ConfigError(
+                    f"The key variable of endpoint '{endpoint.name}' (--key-env, 'key_env') must "
+                    "be the name of an environment variable that holds the key (e.g. "
+                    f"OPENAI_API_KEY), not the key itself (%amigo endpoint remove {endpoint.name}, "
+                    "then add it again with --key-env VAR)."
+                )
             if endpoint.key is not None:
                 _check_key(endpoint.key)
         _check_header_value(self.device_version, "device_version (AMIGO_DEVICE_VERSION)")
@@ -195,9 +202,15 @@ def display_url(url: str) -> str:
     if not sep:  # no scheme (refused anyway): "alice:pw@host/v1" must not show "pw" either
         scheme, rest = "", url
     authority, slash, path = rest.partition("/")
-    if "@" not in authority:
-        return url
-    return f"{scheme}{sep}***@{authority.rpartition('@')[2]}{slash}{path}"
+    path, mark, query = path.partition("?")
+    if query:  # a key in the query string shows as ***
+        query = "&".join(
+            f"{k}=***" if k.strip().lower().replace("-", "_") in _KEY_PARAMETERS else f"{k}{eq}{v}"
+            for k, eq, v in (part.partition("=") for part in query.split("&"))
+        )
+    if "@" in authority:
+        authority = f"***@{authority.rpartition('@')[2]}"
+    return f"{scheme}{sep}{authority}{slash}{path}{mark}{query}"
 
 
 def _check_url(url: str, what: str, instead: str) -> None:
@@ -218,6 +231,23 @@ def _check_url(url: str, what: str, instead: str) -> None:
             f"{what} holds a user name or password ({display_url(url)}): they would be shown "
             f"and saved. Remove them from the URL and pass the key with {instead}."
         )
+    query = url.partition("?")[2].partition("#")[0]
+    named = {part.partition("=")[0].strip().lower().replace("-", "_") for part in query.split("&")}
+    if named & _KEY_PARAMETERS:
+        raise ConfigError(
+            f"{what} carries a key in its query string ({display_url(url)}): it would be shown "
+            f"and saved. Remove it from the URL and pass the key with {instead}."
+        )
+
+
+_KEY_PARAMETERS = {"key", "api_key", "apikey", "token", "access_token", "password", "secret"}
+
+
+def is_variable_name(name: str) -> bool:
+    """Whether ``name`` can be an environment variable's name (letters, digits, _)."""
+    return (
+        bool(name) and name.replace("_", "a").isalnum() and name.isascii() and not name[0].isdigit()
+    )
 
 
 def _check_key(key: Secret) -> None:

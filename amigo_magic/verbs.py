@@ -92,7 +92,7 @@ def _models(magics: AmigoMagics, argv: list[str]) -> Any:
 
 @_verb("endpoint")
 def _endpoint(magics: AmigoMagics, argv: list[str]) -> Rich:
-    from .config import Preferences, display_url
+    from .config import Preferences, display_url, is_variable_name
     from .render import config_table, notice
 
     parser = _parser("%amigo endpoint")
@@ -109,6 +109,8 @@ def _endpoint(magics: AmigoMagics, argv: list[str]) -> Rich:
         rows = []
         for e in magics.session.endpoints():
             key = f"${e.key_env} ({'set' if e.key else 'not set'})" if e.key_env else "none"
+            if e.key_env and not is_variable_name(e.key_env):  # perhaps a key: never shown
+                key = "*** (not a variable name: set key_env to the variable's name)"
             kept = "this kernel (AmigoMagics.endpoints)" if e.name in magics.endpoints else "saved"
             rows.append((e.name, display_url(e.url), key, kept))
         if not rows:

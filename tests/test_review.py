@@ -387,13 +387,6 @@ def test_a_background_answer_is_listed_under_its_own_question(
 # -- endpoints that last ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="%amigo endpoint add NAME URL --key-env <the key itself> (the key pasted where its "
-    "variable's name goes) writes the key into $AMIGO_HOME/endpoints.json and shows it in "
-    "%amigo endpoint list ('$sk-… (not set)'); --key-env is never checked to be a variable "
-    "name ('A B' is saved too) — saved_endpoints.save / verbs' endpoint add",
-)
 def test_a_key_given_as_key_env_is_refused_and_never_saved_or_shown(
     ip: TestingShell, server: AmigoServer, home: Path
 ) -> None:
@@ -406,13 +399,6 @@ def test_a_key_given_as_key_env_is_refused_and_never_saved_or_shown(
     assert KEY.encode() not in stored(home)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an endpoint URL carrying its key in the query string (…/v1?key=…, as Google's "
-    "API takes it) is saved to endpoints.json and listed as it is — user:password@ in a URL is "
-    "refused with a pointer to --key-env, a key= / api_key= parameter is not "
-    "(config._check_url / saved_endpoints)",
-)
 def test_a_key_in_an_endpoint_urls_query_is_refused_and_never_saved(
     ip: TestingShell, server: AmigoServer, home: Path
 ) -> None:

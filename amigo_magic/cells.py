@@ -174,13 +174,17 @@ class CellLog:
 
     def _noted_publish(self, data: Any = None, *args: Any, **kwargs: Any) -> Any:
         try:
-            shown = _display_text(data)
             metadata = kwargs.get("metadata", args[0] if args else None)
-            if isinstance(metadata, Mapping) and "phase" in (metadata.get("amigo") or {}):
-                shown = _answer_text(shown)  # an answer, without its status line's timings
+            # an answer: noted without its status line's timings
+            answer = isinstance(metadata, Mapping) and "phase" in (metadata.get("amigo") or {})
             display_id = (kwargs.get("transient") or {}).get("display_id")
-            if display_id in self._displays:  # an update: it replaces what that display showed
-                self._outputs[self._displays[display_id]] = shown
+            index = self._displays.get(display_id) if display_id else None
+            replaced = len(self._outputs[index]) if index is not None else 0
+            room = self._limit - self._noted + replaced  # an update's new text takes its old's
+            shown = _display_text(data, room, answer=answer)[: max(room, 0)]
+            if index is not None:  # an update: it replaces what that display showed
+                self._noted += len(shown) - replaced
+                self._outputs[index] = shown
             elif kwargs.get("update"):  # another cell's display (a --bg answer): not this output
                 display_id = None
             elif shown or display_id:
@@ -198,7 +202,7 @@ class CellLog:
     def _noted_result(self, format_dict: Any, md_dict: Any = None) -> Any:
         """A cell's result as the notebook shows it (Out [n]): its text, and its picture."""
         try:
-            shown = _display_text(format_dict)
+            shown = _display_text(format_dict, self._limit)
             if shown:
                 self._resulted = True
                 self._note(f"result: {shown}")
@@ -242,22 +246,37 @@ class _Tee:
         return getattr(self._stream, name)
 
 
-def _display_text(data: Any) -> str:
+def _display_text(data: Any, limit: int, *, answer: bool = False) -> str:
+    """What a display shows as text: its first ``limit`` characters (what can be noted), taken
+    without copying the rest — each update of a long answer re-sends all of it."""
     if not isinstance(data, Mapping):
         return ""
-    pictures = [mime for mime in data if str(mime).startswith("image/")]
     text = data.get("text/plain")
-    shown = text if isinstance(text, str) else ""
+    text = text if isinstance(text, str) else ""
+    if answer:
+        return _answer_text(text, limit)
+    pictures = [mime for mime in data if str(mime).startswith("image/")]
     if pictures:
-        shown = f"[a picture was shown: {', '.join(pictures)}] {shown}".rstrip()
-    return shown + "\n" if shown else ""
+        text = f"[a picture was shown: {', '.join(pictures)}] {text}".rstrip()
+    elif len(text) > limit:
+        return text[: max(limit, 0)]
+    return text + "\n" if text else ""
 
 
-def _answer_text(shown: str) -> str:
+_VISIBLE = re.compile(r"\S")
+
+
+def _answer_text(shown: str, limit: int) -> str:
     """An answer's ``text/plain`` without its status line (the last paragraph), whose timings
-    change on every run: a later ``--cells`` request stays the same, so it can be replayed."""
-    text, sep, _ = shown.rstrip("\n").rpartition("\n\n")
-    return f"{text}\n" if sep and text.strip() else ""
+    change on every run: a later ``--cells`` request stays the same, so it can be replayed. At
+    most ``limit`` characters, found without copying the rest."""
+    end = len(shown)
+    while end and shown[end - 1] == "\n":
+        end -= 1
+    cut = shown.rfind("\n\n", 0, end)
+    if cut < 0 or not _VISIBLE.search(shown, 0, cut):
+        return ""
+    return shown[: max(limit, 0)] if cut >= limit else f"{shown[:cut]}\n"
 
 
 def _repr(value: Any) -> str:

@@ -445,6 +445,35 @@ def test_cells_keeps_a_displays_last_text_and_names_pictures(
     assert "Dry run, nothing sent" in sent  # a dry run's own preview is that cell's output
 
 
+def test_cells_notes_a_long_answer_within_its_bound(ip: TestingShell, server: AmigoServer) -> None:
+    """Each update of a streaming answer re-sends all of it: what --cells keeps of it is the
+    answer's first 20,000 characters (the cell's bound), never a copy of the whole, and a short
+    answer is kept whole, without its status line."""
+    words = [f"word{i} " for i in range(12_000)]  # ~110,000 characters, many updates
+    server.enqueue(Reply.stream(chunks=words, delay=0.00002))
+    ip.run_cell("%%amigo --no-history\nA long one.")
+    log = ip.magics_manager.registry["AmigoMagics"].cell_log
+    (outputs,) = [cell[2] for cell in log.recent(1)]
+    assert sum(map(len, outputs)) <= 20_000
+    assert "".join(outputs) == "".join(words)[:20_000]
+    server.enqueue(Reply.stream(chunks=["A short ", "answer."]))
+    ip.run_cell("%%amigo --no-history\nA short one.")
+    assert log.recent(1)[0][2] == ("A short answer.\n",)
+
+
+@pytest.mark.parametrize(
+    "shown",
+    ["", "status", "answer\n\nstatus", "a\n\n\nb\n\nstatus\n\n", " \n\nstatus", "x" * 30 + "\n\ns"],
+)
+def test_an_answers_noted_text_is_its_text_without_the_status_line(shown: str) -> None:
+    from amigo_magic.cells import _answer_text
+
+    text, sep, _ = shown.rstrip("\n").rpartition("\n\n")
+    whole = f"{text}\n" if sep and text.strip() else ""  # what it is, copied whole
+    for limit in (0, 5, 31, 100):
+        assert _answer_text(shown, limit) == whole[:limit]
+
+
 def test_a_secret_printed_in_a_cell_is_not_sent(
     ip: TestingShell, server: AmigoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,8 @@ model the dataset does not know is "unknown", never a guess. Replayed answers (`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import math
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .context import CHARS_PER_TOKEN
+from .attach import MAX_SIDE, picture_tokens, size_of
+from .context import estimate_tokens
 from .errors import ConfigError
 from .history import Turn
 
@@ -50,13 +53,49 @@ class BudgetExceededError(ConfigError):
 
 
 def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """The messages' tokens, estimated (~4 characters a token, a few for each message)."""
+    """The messages' tokens, estimated (~4 characters a token, a few for each message); a
+    picture part counts what ``--dry-run`` says it costs (:func:`.attach.picture_tokens` of its
+    size), not the length of its base64 text."""
     total = 0
     for message in messages:
         content = message.get("content")
+        if isinstance(content, list):
+            total += sum(_part_tokens(part) for part in content) + MESSAGE_OVERHEAD
+            continue
         text = content if isinstance(content, str) else str(content or "")
-        total += (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN + MESSAGE_OVERHEAD
+        total += estimate_tokens(text) + MESSAGE_OVERHEAD
     return total
+
+
+def _part_tokens(part: object) -> int:
+    """One part of a message's content: its text's tokens, or a picture's."""
+    if not isinstance(part, Mapping):
+        return estimate_tokens(str(part))
+    if part.get("type") == "text":
+        return estimate_tokens(str(part.get("text") or ""))
+    if part.get("type") == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        return _picture_tokens(url if isinstance(url, str) else "")
+    return estimate_tokens(str(part))
+
+
+def _picture_tokens(url: str) -> int:
+    """A picture part's tokens by its size in pixels, read from its data URL's header (a link,
+    or a size that cannot be read, counts as a picture as large as one is sent)."""
+    head, comma, data = url.partition(",")
+    size = None
+    if comma and head.startswith("data:") and head.endswith(";base64"):
+        for chars in (64 * 1024, len(data)):  # a header is near the start (a JPEG's may not be)
+            try:
+                size = size_of(base64.b64decode(data[: chars - chars % 4]))
+            except (binascii.Error, ValueError):
+                break
+            if size is not None or chars >= len(data):
+                break
+    if size is None:
+        return picture_tokens(MAX_SIDE, MAX_SIDE)
+    return picture_tokens(size[1], size[2])
 
 
 @dataclass(frozen=True, slots=True)

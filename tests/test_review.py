@@ -654,13 +654,6 @@ def test_usage_all_reads_a_history_whose_path_has_a_hash(
     assert everything.startswith("Every notebook: 1 request, ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with a server that reports no usage, a prompt's picture is estimated by the length "
-    "of its base64 text: one 800x600 PNG (1.9 MB on the wire) is '~480,916 tokens, $1.20' in "
-    "%amigo usage (and the budget), where --dry-run rightly says ~765 tokens "
-    "(usage.estimate_prompt_tokens reads str() of the image parts)",
-)
 def test_a_pictures_estimated_tokens_are_its_picture_tokens(
     ip: TestingShell, server: AmigoServer, tmp_path: Path
 ) -> None:

@@ -177,6 +177,10 @@ class AmigoMagics(AmigoSettings):
                 options, self.shell.user_ns, schema=args.schema, many=args.many or args.frame,
                 frame=args.frame, tools=args.tool, ask=_ask_stdin,
             )  # fmt: skip
+        if args.dry_run and "," in (args.model or ""):  # each model's request, nothing sent
+            from .many_cells import dry_run
+
+            return dry_run(self, prompt, options, args.model.split(","))
         if args.dry_run:
             return self.session.preview(prompt, options)
         if args.bg or "," in (args.model or ""):  # many_cells.py: --bg, -m a,b

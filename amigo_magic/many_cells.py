@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .magics import AmigoMagics
     from .session import AskOptions
 
-__all__ = ["Background", "background", "keep", "side_by_side", "wait"]
+__all__ = ["Background", "background", "dry_run", "keep", "side_by_side", "wait"]
 
 log = logging.getLogger("amigo_magic")
 REDRAW = 0.25  # seconds between side-by-side redraws (every column is re-sent each time)
@@ -161,6 +161,22 @@ def side_by_side(
         handle.update(columns_bundle(comparison), raw=True)
         raise AnswerStopped("Stopped; what arrived is shown, and nothing was kept.") from None
     handle.update(columns_bundle(comparison, final=True), raw=True)
+
+
+def dry_run(magics: AmigoMagics, prompt: Prompt, options: AskOptions, models: list[str]) -> None:
+    """``-m a,b --dry-run``: what each model would be sent, one preview after another."""
+    import dataclasses
+
+    from IPython.display import display
+
+    names = [name.strip() for name in models if name.strip()]
+    if len(names) < 2:
+        raise ConfigError("Side by side needs two models or more: -m claude,gpt-4o")
+    previews = [
+        magics.session.preview(prompt, dataclasses.replace(options, model=name)) for name in names
+    ]  # every name checked before anything is shown
+    for preview in previews:
+        display(preview)  # type: ignore[no-untyped-call]
 
 
 def keep(magics: AmigoMagics, number: int) -> Any:

@@ -131,6 +131,22 @@ def test_side_by_side_and_background_refuse_what_they_cannot_do(
     assert "No background answers" in repr(ip.run_cell("%amigo wait").result)
 
 
+def test_a_side_by_side_dry_run_shows_what_each_model_would_be_sent(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell("%%amigo -m claude,gpt-4o --dry-run\nWhich is better?")
+    shown = [str(d.data.get("text/plain", "")) for d in ip.display_pub.displays]
+    said = [s for s in shown if s.startswith("Dry run, nothing sent:")]
+    assert [s.split(": ", 1)[1].split(" would", 1)[0].split("-")[0] for s in said] == [
+        "claude",
+        "gpt",
+    ]
+    assert all("Which is better?" in s for s in said)
+    failed = ip.run_cell_quietly("%%amigo -m claude,no-such-model --dry-run\nHi")
+    assert "no-such-model" in str(failed.error_in_exec)
+    assert chat_requests(server) == []
+
+
 def test_interrupting_map_in_a_kernel_returns_what_finished(
     server: AmigoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

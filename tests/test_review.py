@@ -454,13 +454,6 @@ def test_maps_params_take_any_parameter_as_p_does(ip: TestingShell, server: Amig
     assert request.json["temperature"] == 0.2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--dry-run of a side-by-side cell (-m gpt-4o-mini,claude --dry-run) reads the list "
-    "as one model's name: 'Unknown model 'gpt-4o-mini,claude': did you mean …' — it should show "
-    "what each model would be sent, or say plainly that it previews one (magics.amigo: the "
-    "dry-run branch comes before the -m a,b one)",
-)
 def test_a_dry_run_of_a_side_by_side_cell_is_not_an_unknown_model(
     ip: TestingShell, server: AmigoServer
 ) -> None:

@@ -12,6 +12,9 @@ escape is shown literally. :func:`protect` therefore rewrites math only where it
   and ``$$…$$``, which every notebook front end typesets.
 
 Everything else in a math span is left as the model wrote it. Pure: no markdown parser.
+:func:`keep_in_html` does the same for markdown rendered to HTML (the side-by-side columns): each
+math span goes past the renderer as a placeholder and comes back as its own escaped text, which
+the front end's math pass (it typesets HTML outputs too) reads as written.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-__all__ = ["protect", "spans"]
+__all__ = ["keep_in_html", "protect", "spans"]
 
 _MATH = re.compile(
     r"""
@@ -57,3 +60,29 @@ def protect(text: str, prose: Callable[[str], str]) -> str:
         position = end
     parts.append(prose(text[position:]))
     return "".join(parts)
+
+
+_HOLD = re.compile("\ue000([0-9]+)\ue001")
+
+
+def keep_in_html(text: str, render: Callable[[str], str]) -> str:
+    """``render(text)`` (markdown to safe HTML) with every math span outside the renderer's
+    reach: put back as its own text, HTML-escaped. A span with a backquote is left to the
+    renderer (it may be code, and a placeholder would cut the code span)."""
+    import html
+
+    text = text.replace("\ue000", "\ufffd").replace("\ue001", "\ufffd")
+    held: list[str] = []
+    parts: list[str] = []
+    position = 0
+    for start, end in spans(text):
+        span = text[start:end]
+        if "`" in span:
+            continue
+        parts.append(text[position:start])
+        parts.append(f"\ue000{len(held)}\ue001")
+        held.append(html.escape(span))
+        position = end
+    parts.append(text[position:])
+    rendered = render("".join(parts))
+    return _HOLD.sub(lambda match: held[int(match.group(1))], rendered)  # only ours: see above

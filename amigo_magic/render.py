@@ -262,10 +262,11 @@ def turn_bundle(text: str, view: AnswerView | None = None) -> dict[str, Any]:
 
 
 def markdown_html(text: str) -> str:
-    """Model markdown as sanitised HTML (the panel's transcript): no script, no live markup."""
-    from . import sanitize
+    """Model markdown as sanitised HTML (side-by-side columns): no script, no live markup; its
+    math as written, for the front end to typeset (:func:`.math_text.keep_in_html`)."""
+    from . import math_text, sanitize
 
-    return sanitize.safe_html_from_markdown(text)
+    return math_text.keep_in_html(text, sanitize.safe_html_from_markdown)
 
 
 def code_block(text: str, *, fenced_only: bool = False) -> tuple[str, str | None]:

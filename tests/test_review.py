@@ -338,13 +338,6 @@ MATH = "The integral $\\int_0^1 x^2\\,dx$, the set $\\{1, 2\\}$ and\n\n$$\n" \
     "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}\n$$\n"  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="side-by-side columns render each final answer with render.markdown_html "
-    "(markdown-it's HTML), so the math damage issue 14 fixed for cells comes back there: "
-    "x^2\\,dx shows a stray comma, a two-row pmatrix collapses to one row (\\\\ → \\), "
-    "\\{1, 2\\} loses its braces (many_cells.columns_bundle)",
-)
 def test_side_by_side_columns_keep_math_as_written(ip: TestingShell, server: AmigoServer) -> None:
     server.enqueue(Reply.stream(MATH), Reply.stream(MATH))
     ip.run_cell("%%amigo -m gpt-4o-mini,claude\nShow some math.")

@@ -4,7 +4,8 @@ and each call checked, put to a person, run and bounded before its result goes b
 
 Nothing here decides *how* to ask: a front end supplies the gate (the cell asks through the
 kernel's input request on its own thread, the panel with buttons). A call is run by whoever
-approves it (:meth:`PendingCall.approve`), so a cell's function runs on the kernel's main thread.
+approves it (:meth:`PendingCall.approve`), so a cell's function runs on the kernel's main thread
+(an ``async def`` is awaited there, on a fresh loop in a helper thread).
 A result goes back as its :func:`.context.view` within the context budget — a 10 MB string is
 cut to the budget with a note, like any ``{name}`` — with every key the session knows masked.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import json
 import re
@@ -178,6 +180,8 @@ class PendingCall:
             return  # the answer was stopped meanwhile
         try:
             value = self.tool.function(**self.kwargs)
+            if inspect.isawaitable(value):  # an async def: run to its end, here
+                value = _await(value)
         except Exception as error:  # the model hears the function's error, in one line
             message = " ".join(f"{type(error).__name__}: {error}".split())
             said = self.box.scrubbed(f"Error: {message}")
@@ -264,6 +268,42 @@ class Toolbox:
                 outcome = await asyncio.wrap_future(pending.future)
         self.outcomes.append(outcome)
         return outcome
+
+
+def _await(awaitable: Any) -> Any:
+    """An ``async def`` tool's result: the coroutine on a fresh loop in a helper thread while
+    this (the caller's) thread waits in short slices, so an interrupt stops it at once."""
+    import threading
+
+    box: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+
+    async def main() -> Any:
+        box["task"] = asyncio.current_task()
+        return await awaitable
+
+    def target() -> None:
+        try:
+            box["value"] = loop.run_until_complete(main())
+        except BaseException as error:  # handed to the waiting caller
+            box["error"] = error
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target, name="amigo tool", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.05)
+    except KeyboardInterrupt:
+        if "task" in box and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # it ended meanwhile
+                loop.call_soon_threadsafe(box["task"].cancel)
+        thread.join(5)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _arguments(text: str, tool: Tool) -> tuple[dict[str, Any], str | None]:

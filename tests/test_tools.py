@@ -164,6 +164,23 @@ def test_a_tool_that_raises_or_returns_10_mb(ip: TestingShell, server: AmigoServ
     assert huge["content"].endswith("more characters left out")
 
 
+def test_an_async_tools_result_and_error_go_back_awaited(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    ip.run_cell(
+        "import asyncio\n"
+        "async def fetch(n: int) -> str:\n    await asyncio.sleep(0.01)\n"
+        "    return 'got ' + str(n)\n"
+        "async def fail() -> None:\n    await asyncio.sleep(0)\n    raise KeyError('gone')\n"
+    )
+    magics(ip).approve_tools = "always"
+    server.enqueue(tool_call_stream(("fetch", '{"n": 3}'), ("fail", "{}")), Reply.stream("Done."))
+    ip.run_cell("%%amigo -T fetch -T fail\nTry both")
+    fetched, failed = tool_messages(server.requests[1])
+    assert fetched["content"] == "got 3"
+    assert failed["content"] == "Error: KeyError: 'gone'"
+
+
 def test_a_model_that_calls_tools_forever_is_stopped(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell(ADD)
     magics(ip).approve_tools = "always"

@@ -10,6 +10,7 @@ call returns what finished.
 from __future__ import annotations
 
 import html
+import json
 import sys
 import threading
 import time
@@ -38,7 +39,7 @@ def map(
     model: str | None = None,
     concurrency: int = 8,
     schema: Any = None,
-    params: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
     system: str | None = None,
 ) -> Any:
     """Ask ``template`` once per item, ``concurrency`` requests at a time; the answers in input
@@ -49,14 +50,15 @@ def map(
     conversation; nothing enters the chat history. A failed item is a
     :class:`~amigo_magic.Failed` value holding its one-line error (falsy); the result's
     ``.summary`` (a Series: ``.attrs["amigo"]``) says how many failed and why. ■ stops the
-    batch and returns what finished (``None`` for the rest).
+    batch and returns what finished (``None`` for the rest). ``params`` are the request's
+    parameters, as ``-p`` takes them (``{"seed": 7, "temperature": 0.2}``).
 
     Example::
 
         labels = amigo_magic.map("One word, positive or negative: {item}", reviews, model="claude")
     """
     session = _session()
-    sampling = _params(params)
+    sampling, others = _params(params)
     options = session.options(
         model=model,
         system=system,
@@ -64,6 +66,7 @@ def map(
         temperature=sampling.get("temperature"),
         top_p=sampling.get("top_p"),
         max_tokens=None if sampling.get("max_tokens") is None else int(sampling["max_tokens"]),
+        params=others,
     )
     batch = session.map(template, items, options, concurrency=concurrency, schema=schema)
     follow_batch(batch, _progress_display())
@@ -129,13 +132,23 @@ def _progress_display() -> Callable[[BatchState], None]:
     return write
 
 
-def _params(params: Mapping[str, float] | None) -> dict[str, float]:
-    if not params:
-        return {}
-    unknown = sorted(set(params) - set(_PARAMS))
-    if unknown:
-        raise ConfigError(f"params: unknown {', '.join(unknown)}; known: {', '.join(_PARAMS)}.")
-    return dict(params)
+def _params(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """The sampling parameters (checked as --temperature and the others are), and every other
+    one as a ``-p KEY=JSON`` item: ``params`` takes what ``-p`` and ``AmigoMagics.params`` do."""
+    sampling: dict[str, Any] = {}
+    others: list[str] = []
+    for key, value in (params or {}).items():
+        if key in _PARAMS:
+            sampling[key] = value
+            continue
+        try:
+            others.append(f"{key}={json.dumps(value, allow_nan=False)}")
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"params: {key} is {type(value).__name__} {value!r:.60}, which a request body "
+                "(JSON) cannot hold: give a number, a string, true/false, null, a list or a dict."
+            ) from None
+    return sampling, others
 
 
 def _shell() -> Any:

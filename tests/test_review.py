@@ -432,12 +432,6 @@ def test_a_held_lock_neither_stalls_a_recorded_answer_nor_loses_its_recording(
 # -- map ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="amigo_magic.map(params=…) takes only temperature, top_p and max_tokens ('params: "
-    "unknown seed'), while -p and AmigoMagics.params send any parameter — a batch cannot be "
-    "seeded or given stop / response_format per call (many._params)",
-)
 def test_maps_params_take_any_parameter_as_p_does(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell("import amigo_magic")
     ip.run_cell("r = amigo_magic.map('Say {item}', ['a'], params={'seed': 7, 'temperature': 0.2})")

@@ -229,6 +229,9 @@ class Answer(Live):
         self.finish_reason: str | None = None
         self.chunks = 0
         self.prompt_estimate: int | None = None  # the messages' tokens, estimated when sent
+        self.requests = 1  # the requests it took: a --schema repair, each -T round, one more
+        self._before: tuple[int, int, bool] = (0, 0, False)  # the earlier requests' counts
+        self._round_start = 0  # the text's length when this request began
         self.tool_deltas: list[ToolCallDelta] = []  # the model's tool calls, in pieces (-T)
         self.value: Any = None  # --schema: the validated object
         self.thoughts: list[str] = []  # reasoning deltas, and a leading <think>…</think>
@@ -242,28 +245,53 @@ class Answer(Live):
 
     @property
     def tokens(self) -> int:
-        """Completion tokens as the server counted them, else estimated from the text's length
-        (~4 characters a token; :attr:`tokens_estimated` says which)."""
+        """Completion tokens of all its requests as the server counted them, else estimated
+        from the text's length (~4 characters a token; :attr:`tokens_estimated` says which)."""
         if self.usage is not None and self.usage.completion_tokens is not None:
-            return self.usage.completion_tokens
-        return (self.length + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+            return self._before[1] + self.usage.completion_tokens
+        written = self.length - self._round_start
+        return self._before[1] + (written + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
     @property
     def tokens_estimated(self) -> bool:
-        return self.usage is None or self.usage.completion_tokens is None
+        return self.usage is None or self.usage.completion_tokens is None or self._before[2]
+
+    @property
+    def unanswered(self) -> bool:
+        """It failed before the server answered anything (a refused key, no connection): no
+        text, reasoning, finish or usage came back, so the request cost nothing."""
+        heard = self.usage is not None or self.finish_reason is not None or self.thoughts
+        return self.error is not None and not heard and self.length == self._round_start
 
     def token_counts(self) -> tuple[int | None, int | None, bool]:
-        """(prompt, completion) tokens as the server said, else estimated; and whether any of
-        the two is an estimate."""
+        """(prompt, completion) tokens of all its requests as the server said, else estimated;
+        and whether any is an estimate. A request that got no answer counts nothing."""
         usage = self.usage
         prompt = usage.prompt_tokens if usage is not None else None
         completion = usage.completion_tokens if usage is not None else None
         estimated = False
-        if prompt is None and self.prompt_estimate is not None:
+        if prompt is None and self.prompt_estimate is not None and not self.unanswered:
             prompt, estimated = self.prompt_estimate, True
-        if completion is None and self.length:
-            completion, estimated = self.tokens, True
-        return prompt, completion, estimated
+        if completion is None and self.length > self._round_start:
+            completion, estimated = self.tokens - self._before[1], True
+        if self.requests == 1:
+            return prompt, completion, estimated
+        before_prompt, before_completion, before_estimated = self._before
+        return (
+            before_prompt + (prompt or 0),
+            before_completion + (completion or 0),
+            estimated or before_estimated,
+        )
+
+    def another_request(self, prompt_estimate: int | None) -> None:
+        """One more request for this answer (a -T round, a --schema repair): what the last one
+        used is kept, and the next one is counted on top of it."""
+        prompt, completion, estimated = self.token_counts()
+        self._before = (prompt or 0, completion or 0, estimated)
+        self.requests += 1
+        self.usage = self.finish_reason = None
+        self.prompt_estimate = prompt_estimate
+        self._round_start = self.length
 
     @property
     def shown_tokens(self) -> int | None:
@@ -323,7 +351,7 @@ class Answer(Live):
     def restart(self, note: str) -> None:
         """Another round replaces the text so far (a repair): the note says why."""
         self.parts[:] = []
-        self._packed = self.length = self.chunks = 0
+        self._packed = self.length = self.chunks = self._round_start = 0
         self._phase = "thinking"
         self.warn(note)
         self.changed.set()

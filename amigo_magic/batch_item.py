@@ -64,6 +64,11 @@ class Outcome:
         return self.pieces
 
     @property
+    def answered(self) -> bool:
+        """The server answered something (text, a finish, usage), so the request cost."""
+        return self.error is None or bool(self.pieces or self.finish) or self.usage is not None
+
+    @property
     def result(self) -> Any:
         return self.text if self.value is _NOTHING else self.value
 
@@ -157,7 +162,8 @@ class ItemAsker:
     async def _ask(self, request: ChatRequest) -> Outcome:
         """One request to the model, charged to this notebook's usage and budget."""
         outcome = await ask_once(self.backend, request, self.secrets)
-        self.cache.charge(self.target, request.messages, outcome.usage, outcome.text)
+        if outcome.answered:  # a refused request (401, no connection) cost nothing
+            self.cache.charge(self.target, request.messages, outcome.usage, outcome.text)
         return outcome
 
     def _checked(self, outcome: Outcome, repairable: bool) -> tuple[Outcome, tuple[str, ...]]:

@@ -135,7 +135,8 @@ def start(
                 answer.fail(error)
             finally:
                 answer.settle()
-                if "replayed" not in answer.meta:  # it cost its tokens, kept or not
+                # it cost its tokens, kept or not; a refused request cost nothing
+                if "replayed" not in answer.meta and not answer.unanswered:
                     cache.charge(target, request.messages, answer.usage, answer.text, answer)
                 answer.close()  # not recorded: `%amigo keep N` does that
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import AnswerFormatError, ConfigError, StreamError
 from .tools import PendingCall, Toolbox, assemble, tool_of
+from .usage import estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from .answer import Answer, Live
@@ -123,6 +124,7 @@ async def converse(
             outcomes = [await toolbox.handle(call, answer) for call in calls]
             messages.append(_assistant(answer.text[start:], calls))
             messages += [_tool_message(outcome) for outcome in outcomes]
+            answer.another_request(estimate_prompt_tokens(messages))  # each round counts
             answer.meta["tools"] = [outcome.meta() for outcome in toolbox.outcomes]
             answer.meta["tool_rounds"] = rounds
             continue
@@ -145,6 +147,7 @@ async def converse(
         repaired = True
         messages.append({"role": "assistant", "content": answer.text})
         messages.append({"role": "user", "content": spec.repair(checked.errors)})
+        answer.another_request(estimate_prompt_tokens(messages))  # the repair counts too
         answer.restart(f"repaired once ({checked.errors[0]})")
 
 

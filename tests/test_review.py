@@ -487,14 +487,6 @@ def test_every_request_of_an_answer_counts_in_usage(
     assert " 252 tokens" in report, report  # 110 + 142, as the server reported them
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request the server refused (401, nothing answered) is charged its estimated "
-    "prompt tokens and their price: %amigo usage says '1 request, ~217 tokens, $0.000033' for "
-    "a cell that cost nothing, map's failed items add theirs, and the budget counts them — a "
-    "wrong key tried a few times can spend a cap (answer.token_counts' prompt estimate / "
-    "usage.turn_usage / replay.SessionCache.charge)",
-)
 def test_a_refused_request_costs_nothing(ip: TestingShell, server: AmigoServer) -> None:
     server.enqueue(Reply.error(401, "bad key"), Reply.error(401, "bad key"))
     failure(ip, "%%amigo\n" + "A long question. " * 50)

@@ -470,6 +470,13 @@ def counted(text: str, prompt: int, completion: int, *, tool: str | None = None)
     return Reply.raw(body.encode(), content_type="text/event-stream")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="an answer that took two requests — a --schema repair, a -T tool round — keeps only "
+    "the last request's usage (Answer.set_usage replaces it each round): %amigo usage says "
+    "'1 request, 142 tokens' for 252 the server reported, and the budget undercounts the same "
+    "(rounds.py / answer.py)",
+)
 @pytest.mark.parametrize("how", ["repair", "tool"])
 def test_every_request_of_an_answer_counts_in_usage(
     ip: TestingShell, server: AmigoServer, how: str
@@ -579,12 +586,6 @@ def test_a_replay_miss_quotes_where_two_long_prompts_differ(
 # -- tools -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an async def offered with -T is called and never awaited: the model is told "
-    "'<coroutine object coro at 0x…>' and Python warns 'coroutine was never awaited' — it "
-    "should be awaited (or refused in one line when offered) (tools.PendingCall.approve)",
-)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_async_tool_is_awaited(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell('async def double(x: int) -> int:\n    "Double x."\n    return 2 * x')

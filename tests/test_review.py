@@ -470,13 +470,6 @@ def counted(text: str, prompt: int, completion: int, *, tool: str | None = None)
     return Reply.raw(body.encode(), content_type="text/event-stream")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an answer that took two requests — a --schema repair, a -T tool round — keeps only "
-    "the last request's usage (Answer.set_usage replaces it each round): %amigo usage says "
-    "'1 request, 142 tokens' for 252 the server reported, and the budget undercounts the same "
-    "(rounds.py / answer.py)",
-)
 @pytest.mark.parametrize("how", ["repair", "tool"])
 def test_every_request_of_an_answer_counts_in_usage(
     ip: TestingShell, server: AmigoServer, how: str

@@ -39,9 +39,10 @@ _compared: weakref.WeakKeyDictionary[Any, Comparison] = weakref.WeakKeyDictionar
 class Background:
     """One ``--bg`` answer: ``finished`` is set once its final display and ``-o`` are done."""
 
-    def __init__(self, answer: Answer, out: str | None) -> None:
+    def __init__(self, answer: Answer, out: str | None, cell: str | None = None) -> None:
         self.answer = answer
         self.out = out
+        self.cell = cell  # the asking cell's id: a re-run of it supersedes this job's -o
         self.finished = threading.Event()
         self.failure: BaseException | None = None
 
@@ -60,7 +61,11 @@ def background(
     view = AnswerView(fmt)  # type: ignore[arg-type]
     data, metadata = view.bundle(answer.snapshot())
     handle = display(data, metadata=metadata, raw=True, display_id=True)  # type: ignore[no-untyped-call]
-    job = Background(answer, out)
+    job = Background(answer, out, options.cell_id)
+    if options.cell_id:  # a re-run cell: its earlier answer no longer binds -o
+        for earlier in _jobs.get(magics, ()):
+            if earlier.cell == options.cell_id:
+                earlier.out = None
 
     def update(data: dict[str, Any], metadata: dict[str, Any]) -> None:
         # Twice: with the asking cell's parent (its own output area, while it is still open)
@@ -82,8 +87,8 @@ def background(
                 job.failure = AnswerFormatError(str(error))
                 data, metadata = answer_bundle(state)
             update(data, metadata)
-            if out and state.phase == "done" and answer.error is None:
-                magics.shell.user_ns[out] = answer.text
+            if job.out and state.phase == "done" and answer.error is None:
+                magics.shell.user_ns[job.out] = answer.text
         finally:
             job.finished.set()
 

@@ -704,13 +704,6 @@ def test_cells_after_a_failed_cell_replay(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert errors == ["ZeroDivisionError", "UnknownModelError"]  # the cells' own, no miss
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="re-running a --bg -o x cell while its first answer still streams: the second "
-    "answer binds x, then the first one ends and binds x again — x holds the superseded "
-    "answer, which is not even in the history (the re-run replaced that exchange) "
-    "(many_cells.background: a re-run cell's earlier job still binds its -o)",
-)
 def test_a_rerun_background_cell_binds_its_latest_answer(
     kernel: Kernel, server: AmigoServer
 ) -> None:

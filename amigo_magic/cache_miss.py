@@ -28,9 +28,27 @@ def likeness(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
+    text = " ".join(_text(value).split())
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _pair(then: Any, now: Any, limit: int = 60) -> tuple[str, str]:
+    """Two values as :func:`_short` shows them, but where both are long and start alike, each
+    quoted from a little before where they part: ``'…shares. Then: apples.'``."""
+    a, b = (" ".join(_text(v).split()) for v in (then, now))
+    if len(a) <= limit and len(b) <= limit:
+        return repr(a), repr(b)
+    pairs = enumerate(zip(a, b, strict=False))
+    same = next((i for i, (x, y) in pairs if x != y), min(len(a), len(b)))
+    start = max(0, same - limit // 3)
+    if start and " " in a[start:same]:  # from a word's start
+        start = a.index(" ", start, same) + 1
+    lead = "…" if start else ""
+    return _short(lead + a[start:], limit), _short(lead + b[start:], limit)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _content(message: Mapping[str, Any] | None) -> Any:
@@ -56,16 +74,14 @@ def difference(now: Mapping[str, Any], then: Mapping[str, Any]) -> str:
     if now.get("format") != then.get("format"):
         return f"the format differs ({then.get('format')} recorded, now {now.get('format')})"
     if now.get("kind") == "image":
-        prompts = _short(then.get("prompt")), _short(now.get("prompt"))
+        prompts = _pair(then.get("prompt"), now.get("prompt"))
         return f"the prompt differs ({prompts[0]} recorded, now {prompts[1]})"
     messages_now, messages_then = now.get("messages") or [], then.get("messages") or []
     last_now = messages_now[-1] if messages_now else None
     last_then = messages_then[-1] if messages_then else None
     if _content(last_now) != _content(last_then):
-        return (
-            f"the prompt differs ({_short(_content(last_then))} recorded, now "
-            f"{_short(_content(last_now))})"
-        )
+        prompts = _pair(_content(last_then), _content(last_now))
+        return f"the prompt differs ({prompts[0]} recorded, now {prompts[1]})"
     system_now = [m for m in messages_now if m.get("role") == "system"]
     system_then = [m for m in messages_then if m.get("role") == "system"]
     if system_now != system_then:

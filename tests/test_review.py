@@ -554,14 +554,6 @@ def test_cells_after_an_answer_replay(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert second[1][-1].data["text/plain"].startswith("Echo: The notebook's last cell")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replay miss between two prompts that share their first 60 characters names "
-    "the same text twice — 'the prompt differs (\"The notebook's last cell before this one, "
-    'with its output: …" recorded, now "The notebook\'s last cell …")\' — so the one line '
-    "does not say what differs; it should quote the prompts where they part "
-    "(cache_miss._short)",
-)
 def test_a_replay_miss_quotes_where_two_long_prompts_differ(
     ip: TestingShell, server: AmigoServer, tmp_path: Path
 ) -> None:

@@ -11,11 +11,21 @@ __all__ = ["warm_up"]
 
 
 def warm_up() -> None:
-    """Import the HTTP stack, the store, the renderer and its markdown and sanitiser; start the
-    loop thread and build on it the TLS context, a transport (httpcore, h11) and anyio's asyncio
-    backend; import the local model's library when ``AMIGO_MODEL`` is ``local`` (only then: it
-    is large). Nothing is sent anywhere."""
-    from . import interpolate, live_markdown, render, sanitize, store  # noqa: F401
+    """Import the HTTP stack, the store, the renderer and its markdown and sanitiser, and what
+    every answer's request reads (its parameters, saved endpoints, usage — not genai-prices,
+    which only a cost needs); start the loop thread and build on it the TLS context, a
+    transport (httpcore, h11) and anyio's asyncio backend; import the local model's library
+    when ``AMIGO_MODEL`` is ``local`` (only then: it is large). Nothing is sent anywhere."""
+    from . import (  # noqa: F401
+        interpolate,
+        live_markdown,
+        model_params,
+        render,
+        sanitize,
+        saved_endpoints,
+        store,
+        usage,
+    )
     from .backends import amigo, openai  # noqa: F401
     from .client import default_ssl_context
     from .runner import get_runner

@@ -46,6 +46,34 @@ def test_the_http_stack_is_ready_before_the_first_answer(kernel: Kernel) -> None
     assert modules(kernel, "ipywidgets", "xllamacpp") == []  # only what a cell's answer needs
 
 
+WARMED_UP = (  # the warm-up's thread has run and ended
+    "import sys, threading\n"
+    "print('amigo_magic.live_markdown' in sys.modules,"
+    " any(t.name == 'amigo-warm-up' for t in threading.enumerate()))"
+)
+
+
+def test_the_first_answer_imports_nothing_once_warmed_up(
+    kernel: Kernel, server: AmigoServer
+) -> None:
+    """Every module the first answer needs (its request's parameters, saved endpoints, usage,
+    the live render) was imported by the warm-up: a cell typed after it imports none — and
+    nothing heavy that an answer does not need (genai-prices: a cost; pydantic: --schema)."""
+    assert kernel.execute("%load_ext amigo_magic").status == "ok"
+    wait_until(
+        lambda: kernel.execute(WARMED_UP).stream_text.split() == ["True", "False"], "warm-up"
+    )
+    assert kernel.execute("import sys as _s; _before = set(_s.modules)").status == "ok"
+    server.enqueue(Reply.stream(chunks=["# Ready\n\n", "Some *text*.\n\n", "More"]))
+    run = kernel.execute("%%amigo\nhello")
+    assert run.displays[-1]["content"]["data"]["text/plain"].startswith("# Ready")
+    new = kernel.execute("print(sorted(set(_s.modules) - _before))").stream_text.strip()
+    ours = {"amigo_magic", "httpx", "httpcore", "h11", "anyio", "markdown_it", "nh3", "sqlite3"}
+    heavy = {"genai_prices", "pydantic", "pydantic_core"}
+    imported = [m for m in ast.literal_eval(new) if m.split(".")[0] in ours | heavy]
+    assert imported == [], imported
+
+
 def test_no_cell_waits_for_the_warm_up(kernel: Kernel, server: AmigoServer) -> None:
     slow = "import time, amigo_magic.session as s\ns.warm_up = lambda: time.sleep(30)"
     assert kernel.execute(slow).status == "ok"

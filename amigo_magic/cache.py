@@ -20,6 +20,7 @@ is skipped and counted, never rewritten.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ log = logging.getLogger("amigo_magic.cache")
 CACHE_MODES = ("off", "auto", "replay")
 FORMAT_VERSION = 1
 CLOSEST_SCAN = 2000  # recordings compared at most when explaining a miss
+WRITE_WAIT_MS = 250  # a recording's write waits this long for another program's lock, then waits
 LATEST = 253402300799  # 9999-12-31 23:59:59 UTC: a later date is a damaged recording
 _PARTS = {"kind": str, "target": str, "model": str, "format": str, "params": dict}
 
@@ -359,15 +361,21 @@ def _ends_with_newline(path: Path) -> bool:
 
 class DatabaseRecordings(Recordings):
     """The ``recordings`` table of the history database (created by migration m004), on a
-    connection of its own."""
+    connection of its own. A write waits at most :data:`WRITE_WAIT_MS` for another program's
+    lock (it runs on the loop thread, where every answer streams); a recording that cannot be
+    written yet is held in memory — replayed from there — and written by a later call."""
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.where = f"the history database ({path})"
         self._db = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 5000")
+        self._held: dict[str, Recording] = {}  # not written yet: the file was locked
 
     def lookup(self, key: str) -> Recording | None:
+        self._write_held()
+        if key in self._held:
+            return self._held[key]
         try:
             with self._lock:
                 row = self._db.execute("SELECT record FROM recordings WHERE key = ?", (key,))
@@ -390,18 +398,53 @@ class DatabaseRecordings(Recordings):
             return None
 
     def record(self, recording: Recording) -> None:
-        text = json.dumps(recording.to_json(), ensure_ascii=False, sort_keys=True)
-        try:
-            with self._lock, self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO recordings (key, notebook, created, record) "
-                    "VALUES (?, ?, ?, ?)",
-                    (recording.key, recording.notebook, recording.created, text),
-                )
-        except sqlite3.Error as error:
-            self.notices.append(f"⚠ The answer was not recorded ({error}).")
+        with self._lock:
+            self._held[recording.key] = recording
+        self._write_held()
+
+    def _write_held(self, wait_ms: int = WRITE_WAIT_MS) -> None:
+        """Write the held recordings, waiting at most ``wait_ms`` for the file's lock."""
+        if not self._held:
+            return
+        with self._lock:
+            held = list(self._held.values())
+            rows = [
+                (r.key, r.notebook, r.created, json.dumps(r.to_json(), ensure_ascii=False,
+                                                          sort_keys=True))
+                for r in held
+            ]  # fmt: skip
+            try:
+                self._db.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
+                with self._db:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO recordings (key, notebook, created, record) "
+                        "VALUES (?, ?, ?, ?)",
+                        rows,
+                    )
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    self._drop_held(held, error)
+                elif not any("is held in memory" in n for n in self.notices):
+                    self.notices.append(
+                        "⚠ Another program holds the history file's lock: the answer's "
+                        "recording is held in memory and written when the lock is free."
+                    )
+            except sqlite3.Error as error:
+                self._drop_held(held, error)
+            else:
+                for recording in held:
+                    self._held.pop(recording.key, None)
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA busy_timeout = 5000")
+
+    def _drop_held(self, held: list[Recording], error: sqlite3.Error) -> None:
+        for recording in held:
+            self._held.pop(recording.key, None)
+        self.notices.append(f"⚠ The answer was not recorded ({error}).")
 
     def recent(self, notebook: str | None = None) -> Iterable[Recording]:
+        yield from list(self._held.values())
         try:
             with self._lock:
                 rows = self._db.execute(
@@ -418,6 +461,7 @@ class DatabaseRecordings(Recordings):
                 yield recording
 
     def close(self) -> None:
+        self._write_held(5000)  # the last chance: wait as long as reads do
         self._db.close()
 
 

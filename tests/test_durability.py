@@ -156,6 +156,29 @@ def test_a_held_lock_defers_turns_and_writes_them_in_order_when_it_frees(tmp_pat
     store.close()
 
 
+def test_a_recording_under_a_held_lock_is_held_replayed_and_written_later(tmp_path: Path) -> None:
+    from amigo_magic.cache import DatabaseRecordings, Recording
+
+    path = tmp_path / "history.db"
+    SQLiteStore(path).close()  # the file with its recordings table
+    recordings = DatabaseRecordings(path)
+    request = {"kind": "chat", "target": "amigo", "model": "m", "format": "markdown",
+               "params": {}, "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    recording = Recording("k1", request, text="recorded during the lock")
+    with lock_held_elsewhere(path):
+        start = time.monotonic()
+        recordings.record(recording)
+        assert time.monotonic() - start < 1.0  # not the 5 s busy timeout
+        assert any("held in memory" in n for n in recordings.notices)
+        found = recordings.lookup("k1")  # replayed from memory meanwhile
+        assert found is not None
+        assert found.text == "recorded during the lock"
+        assert rows(path, "SELECT key FROM recordings") == []
+    assert recordings.lookup("k1") is not None  # the next call writes it
+    assert rows(path, "SELECT key FROM recordings") == [("k1",)]
+    recordings.close()
+
+
 def test_a_cell_rerun_under_a_held_lock_replaces_its_exchange_once_written(
     tmp_path: Path,
 ) -> None:

@@ -405,14 +405,6 @@ def test_a_key_in_an_endpoint_urls_query_is_refused_and_never_saved(
 # -- a history file another program holds ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with cache=auto and the history file's write lock held by another program, each "
-    "answer's recording waits out DatabaseRecordings' 5 s busy timeout on the loop thread "
-    "(the cell, and every answer streaming meanwhile, stall 5 s at the end) and is then "
-    "dropped — the history's own writes wait at most 0.5 s and are held for later "
-    "(cache.DatabaseRecordings.record)",
-)
 def test_a_held_lock_neither_stalls_a_recorded_answer_nor_loses_its_recording(
     ip: TestingShell, server: AmigoServer, home: Path
 ) -> None:

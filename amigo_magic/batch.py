@@ -283,7 +283,7 @@ def start(
     if spec is not None:
         system = "\n\n".join(part for part in (options.system, spec.instruction()) if part)
         options = replace(options, system=system)
-    session.cache.check_budget()
+    spent = session.cache.check_budget()  # the history's total, once: each item adds its own
     prefs = session.preferences()
     secrets = tuple(prefs.secrets(session._env))
     budget = prefs.context_budget
@@ -300,7 +300,7 @@ def start(
         batch.close("done")
         return batch
     jobs = itertools.chain([first], prompts)
-    ask = ItemAsker(session, target, settings, options, spec)
+    ask = ItemAsker(session, target, settings, options, spec, spent)
     batch.gate = getattr(getattr(ask.backend, "_http", None), "gate", None)  # for the progress
 
     async def worker() -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .routing import Target
     from .schema import Spec
     from .session import AskOptions, ChatSession
+    from .usage import Spent
 
 __all__ = ["Failed", "ItemAsker", "Outcome", "ask_once"]
 
@@ -108,8 +109,12 @@ class ItemAsker:
         settings: Settings,
         options: AskOptions,
         spec: Spec | None,
+        spent: Spent | None = None,
     ) -> None:
         self.target, self.options, self.spec = target, options, spec
+        prefs = session.preferences()
+        self.caps = (prefs.budget_tokens, prefs.budget_usd)
+        self.spent = spent  # this notebook's spending so far, when it has a cap
         self.notebook = session.notebook
         self.backend = session._backend(target, settings)
         self.secrets = tuple(settings.known_secrets())
@@ -160,10 +165,22 @@ class ItemAsker:
         return outcome
 
     async def _ask(self, request: ChatRequest) -> Outcome:
-        """One request to the model, charged to this notebook's usage and budget."""
+        """One request to the model, charged to this notebook's usage and budget — not sent
+        once the budget is reached (the history's total at the map's start, and the map's)."""
+        if self.spent is not None:
+            from .usage import check_budget
+
+            try:
+                check_budget(self.spent, *self.caps)
+            except AmigoError as error:
+                return Outcome("", error=error)
         outcome = await ask_once(self.backend, request, self.secrets)
         if outcome.answered:  # a refused request (401, no connection) cost nothing
-            self.cache.charge(self.target, request.messages, outcome.usage, outcome.text)
+            use = self.cache.charge(self.target, request.messages, outcome.usage, outcome.text)
+            if self.spent is not None:
+                from .usage import Spent
+
+                self.spent += Spent.of([use])
         return outcome
 
     def _checked(self, outcome: Outcome, repairable: bool) -> tuple[Outcome, tuple[str, ...]]:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .config import Preferences
     from .history import HistoryStore, StoredImage
     from .routing import Target
-    from .usage import UsageReport
+    from .usage import Spent, TurnUsage, UsageReport
 
 __all__ = ["CachePlan", "SessionCache", "cache_mode", "chat_parts", "image_parts"]
 
@@ -329,13 +329,17 @@ class SessionCache:
         plan = self._plans.get(live)
         return plan.found.images if plan is not None and plan.found is not None else None
 
-    def check_budget(self) -> None:
-        """A :class:`~.usage.BudgetExceededError` once this notebook reached its cap."""
+    def check_budget(self) -> Spent | None:
+        """A :class:`~.usage.BudgetExceededError` once this notebook reached its cap; else what
+        it spent so far (None: no cap, nothing added up)."""
         prefs = self._prefs
-        if prefs.budget_tokens or prefs.budget_usd:
-            from .usage import Spent, check_budget
+        if not (prefs.budget_tokens or prefs.budget_usd):
+            return None
+        from .usage import Spent, check_budget
 
-            check_budget(Spent.of(self.uses()), prefs.budget_tokens, prefs.budget_usd)
+        spent = Spent.of(self.uses())
+        check_budget(spent, prefs.budget_tokens, prefs.budget_usd)
+        return spent
 
     def charge(
         self,
@@ -344,10 +348,11 @@ class SessionCache:
         usage: Usage | None,
         text: str = "",
         owner: object = None,
-    ) -> None:
+    ) -> TurnUsage:
         """Count a request that keeps no turn (an ``amigo_magic.map`` item, a side-by-side
         answer not kept) toward this notebook's usage and budget, for this kernel: the server's
-        counts, else estimates. ``owner`` names it for :meth:`discharge`."""
+        counts, else estimates. ``owner`` names it for :meth:`discharge`. Returns what this
+        one request used."""
         from .usage import TurnUsage, estimate_prompt_tokens
 
         prompt = usage.prompt_tokens if usage is not None else None
@@ -368,16 +373,18 @@ class SessionCache:
             # memory stays flat in its items
             key = (use.model, use.backend, use.model_id, use.estimated, int(use.created // 86400))
             held = self._totals.get(key)
+            total = use
             if held is not None:
-                use = dataclasses.replace(
+                total = dataclasses.replace(
                     use,
                     prompt_tokens=held.prompt_tokens + use.prompt_tokens,
                     completion_tokens=held.completion_tokens + use.completion_tokens,
                     requests=held.requests + 1,
                 )
-            self._totals[key] = use
-            return
+            self._totals[key] = total
+            return use
         self._charged.append((owner, use))
+        return use
 
     def discharge(self, owner: object) -> None:
         """``owner``'s request now keeps its turn (a kept side-by-side answer): the turn counts."""

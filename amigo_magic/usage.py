@@ -181,6 +181,15 @@ class Spent:
     unknown: int = 0  # requests whose price is unknown (not in ``usd``)
     replayed: int = 0
 
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.requests + other.requests,
+            self.tokens + other.tokens,
+            self.usd + other.usd,
+            self.unknown + other.unknown,
+            self.replayed + other.replayed,
+        )
+
     @classmethod
     def of(cls, uses: Iterable[TurnUsage]) -> Spent:
         requests = tokens = unknown = replayed = 0

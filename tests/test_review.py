@@ -183,7 +183,7 @@ def test_a_damaged_recording_that_parses_is_still_a_one_line_miss(
 
 def test_a_maps_tokens_count_toward_the_budget(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell("import amigo_magic")
-    ip.run_cell("%config AmigoMagics.budget_tokens = 5")
+    ip.run_cell("%config AmigoMagics.budget_tokens = 12")  # 5 tokens an item: c starts under it
     ip.run_cell("answers = amigo_magic.map('Say {item}', ['a', 'b', 'c'], concurrency=1)")
     assert ip.user_ns["answers"] == ["Echo: Say a", "Echo: Say b", "Echo: Say c"]
     assert len(chat_requests(server)) == 3
@@ -489,14 +489,6 @@ def test_a_refused_request_costs_nothing(ip: TestingShell, server: AmigoServer) 
     assert "This notebook: 0 requests" in report, report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the budget is checked once when a map starts: with budget_tokens = 60 a 20-item "
-    "map at concurrency 1 sends all 20 requests (100 tokens in all, 5 each) — items are "
-    "charged, but a "
-    "cap reached mid-batch refuses nothing until the next cell (batch_item.ItemAsker: no "
-    "check_budget before each request)",
-)
 def test_a_budget_reached_mid_map_stops_sending(ip: TestingShell, server: AmigoServer) -> None:
     ip.run_cell("import amigo_magic")
     ip.run_cell("%config AmigoMagics.budget_tokens = 60")

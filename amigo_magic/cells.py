@@ -177,11 +177,15 @@ class CellLog:
             metadata = kwargs.get("metadata", args[0] if args else None)
             # an answer: noted without its status line's timings
             answer = isinstance(metadata, Mapping) and "phase" in (metadata.get("amigo") or {})
+            # a map's progress, side-by-side columns: the text they say to note, timings left out
+            amigo = metadata.get("amigo") if isinstance(metadata, Mapping) else None
+            noted = amigo.get("noted") if isinstance(amigo, Mapping) else None
             display_id = (kwargs.get("transient") or {}).get("display_id")
             index = self._displays.get(display_id) if display_id else None
             replaced = len(self._outputs[index]) if index is not None else 0
             room = self._limit - self._noted + replaced  # an update's new text takes its old's
-            shown = _display_text(data, room, answer=answer)[: max(room, 0)]
+            shown = noted if isinstance(noted, str) else _display_text(data, room, answer=answer)
+            shown = shown[: max(room, 0)]
             if index is not None:  # an update: it replaces what that display showed
                 self._noted += len(shown) - replaced
                 self._outputs[index] = shown

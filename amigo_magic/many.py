@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .batch import Batch, BatchState
     from .session import ChatSession
 
-__all__ = ["PROGRESS_EVERY", "follow_batch", "map", "progress_bundle"]
+__all__ = ["PROGRESS_EVERY", "follow_batch", "map", "progress_bundle", "progress_metadata"]
 
 PROGRESS_EVERY = 0.5  # seconds between progress redraws (a batch of 20,000 must not flood)
 _PARAMS = ("temperature", "top_p", "max_tokens")
@@ -107,6 +107,16 @@ def progress_bundle(state: BatchState) -> dict[str, str]:
     return {"text/plain": line, "text/html": f"<div>{bar}<code>{html.escape(line)}</code></div>"}
 
 
+def progress_metadata(state: BatchState) -> dict[str, Any]:
+    """What ``--cells`` notes of the progress display: the counts, not the rate or the clock
+    (they differ on every run, and a later --cells request would never replay)."""
+    total = f"/{state.total:,}" if state.total is not None else ""
+    failed = f", {state.failed:,} failed" if state.failed else ""
+    stopped = ", stopped" if state.phase == "stopped" else ""
+    noted = f"map {state.model} · {state.done:,}{total} done{failed}{stopped}\n"
+    return {"amigo": {"noted": noted}}
+
+
 def _progress_display() -> Callable[[BatchState], None]:
     """Where progress goes: an updated display in a kernel, a rewritten stderr line elsewhere."""
     shell = _shell()
@@ -118,9 +128,12 @@ def _progress_display() -> Callable[[BatchState], None]:
         def update(state: BatchState) -> None:
             nonlocal handle
             if handle is None:
-                handle = display(progress_bundle(state), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+                handle = display(
+                    progress_bundle(state), metadata=progress_metadata(state), raw=True,
+                    display_id=True,
+                )  # type: ignore[no-untyped-call]  # fmt: skip
             else:
-                handle.update(progress_bundle(state), raw=True)
+                handle.update(progress_bundle(state), metadata=progress_metadata(state), raw=True)
 
         return update
 

@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from .magics import AmigoMagics
     from .session import AskOptions
 
-__all__ = ["Background", "background", "dry_run", "keep", "side_by_side", "wait"]
+__all__ = [
+    "Background",
+    "background",
+    "columns_metadata",
+    "dry_run",
+    "keep",
+    "side_by_side",
+    "wait",
+]
 
 log = logging.getLogger("amigo_magic")
 REDRAW = 0.25  # seconds between side-by-side redraws (every column is re-sent each time)
@@ -149,23 +157,29 @@ def side_by_side(
     comparison: Comparison = magics.session.compare(prompt, options, models)
     magics.show_notices()
     _compared[magics] = comparison
-    handle = display(columns_bundle(comparison), raw=True, display_id=True)  # type: ignore[no-untyped-call]
+    handle = display(
+        columns_bundle(comparison), metadata=columns_metadata(comparison), raw=True,
+        display_id=True,
+    )  # type: ignore[no-untyped-call]  # fmt: skip
     answers = comparison.answers
     try:
         while not comparison.done:
             for answer in answers:
                 if not answer.done.is_set():
                     answer.done.wait(REDRAW / len(answers))
-            handle.update(columns_bundle(comparison), raw=True)
+            handle.update(
+                columns_bundle(comparison), metadata=columns_metadata(comparison), raw=True
+            )
     except KeyboardInterrupt:
         comparison.stop()
         deadline = time.monotonic() + STOP_GRACE
         for answer in answers:
             if not answer.wait(max(0.0, deadline - time.monotonic())):
                 answer.abandon()
-        handle.update(columns_bundle(comparison), raw=True)
+        handle.update(columns_bundle(comparison), metadata=columns_metadata(comparison), raw=True)
         raise AnswerStopped("Stopped; what arrived is shown, and nothing was kept.") from None
-    handle.update(columns_bundle(comparison, final=True), raw=True)
+    metadata = columns_metadata(comparison)
+    handle.update(columns_bundle(comparison, final=True), metadata=metadata, raw=True)
 
 
 def dry_run(magics: AmigoMagics, prompt: Prompt, options: AskOptions, models: list[str]) -> None:
@@ -196,6 +210,16 @@ def keep(magics: AmigoMagics, number: int) -> Any:
         f"Kept answer {number} ({answer.model}) in chat '{answer.chat}'; the next cell "
         "continues from it."
     )
+
+
+def columns_metadata(comparison: Comparison) -> dict[str, Any]:
+    """What ``--cells`` notes of the columns: each answer's text, not its status line (its
+    timings differ on every run, and a later --cells request would never replay)."""
+    noted = "\n\n".join(
+        f"── {number} · {state.model} ──\n{state.text}"
+        for number, state in enumerate((a.snapshot() for a in comparison.answers), 1)
+    )
+    return {"amigo": {"noted": f"{noted}\n"}}
 
 
 def columns_bundle(comparison: Comparison, *, final: bool = False) -> dict[str, str]:

@@ -147,6 +147,20 @@ def test_a_side_by_side_dry_run_shows_what_each_model_would_be_sent(
     assert chat_requests(server) == []
 
 
+def test_cells_notes_a_comparisons_answers_without_their_timings(
+    ip: TestingShell, server: AmigoServer
+) -> None:
+    server.enqueue(Reply.stream("Answer from the first"), Reply.stream("Answer from the second"))
+    ip.run_cell("%%amigo -m claude,gpt-4o\nWhich is better?")
+    preview = ip.run_cell("%%amigo --cells 1 --dry-run\nSum that up.").result
+    sent = str(preview)
+    assert "── 1 · claude" in sent
+    assert "Answer from the first" in sent
+    assert "Answer from the second" in sent
+    assert "tok/s" not in sent
+    assert "%amigo keep N" not in sent
+
+
 def test_interrupting_map_in_a_kernel_returns_what_finished(
     server: AmigoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

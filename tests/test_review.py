@@ -605,14 +605,6 @@ def test_a_pictures_estimated_tokens_are_its_picture_tokens(
     assert tokens < 2_000, report  # the picture's ~765, the text's few
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--cells 1 after a map cell or a side-by-side cell sends that cell's progress line "
-    "('… · 14.2 items/s · 0:00 elapsed') or its columns' status lines ('· 0.0 s', then "
-    "'replayed · recorded …'), which differ on every run: the --cells cell never replays in CI "
-    "(many.progress_bundle and many_cells.columns_bundle carry no metadata that "
-    "cells.CellLog could recognise, as it now does an answer's)",
-)
 @pytest.mark.parametrize(
     "before",
     [

@@ -21,6 +21,7 @@ __all__ = [
     "Status",
     "StoredImage",
     "Turn",
+    "in_exchange_order",
     "window",
 ]
 
@@ -114,6 +115,26 @@ class HistoryStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def in_exchange_order(turns: Sequence[Turn]) -> list[Turn]:
+    """``turns`` (in write order) with each answer right after the prompt it replies to: a
+    ``--bg`` answer that ended after a later cell's exchange is written after it, and would
+    read as that exchange's answer in ``%amigo history``, exports and the panel. The rest keep
+    their order; an answer whose prompt is not among ``turns`` stays where it is."""
+    asked = {turn.uid for turn in turns if turn.role == "user" and turn.uid is not None}
+    answers: dict[str, list[Turn]] = {}
+    for turn in turns:
+        if turn.role != "user" and turn.reply_to in asked:
+            answers.setdefault(str(turn.reply_to), []).append(turn)
+    ordered: list[Turn] = []
+    for turn in turns:
+        if turn.role != "user" and turn.reply_to in asked:
+            continue  # placed after its prompt
+        ordered.append(turn)
+        if turn.role == "user" and turn.uid is not None:
+            ordered += answers.pop(turn.uid, [])
+    return ordered
 
 
 def window(turns: Sequence[Turn], max_turns: int) -> list[dict[str, str]]:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .history import ChatSummary, HistoryBusyError, StoredImage, Turn
+from .history import ChatSummary, HistoryBusyError, StoredImage, Turn, in_exchange_order
 from .journal import Held, Journal
 from .migrations import MIGRATIONS, NewerSchema, enable_wal, is_corruption
 
@@ -200,7 +200,7 @@ class SQLiteStore:
             turns = [_turn(row, images.get(row[0], ())) for row in rows]
             if replaced:  # a re-run cell's prompt is held: its earlier exchange is as good as gone
                 turns = [t for t in turns if t.cell_id not in replaced]
-            turns += held
+            turns = in_exchange_order(turns + held)  # a --bg answer under its own question
             self._recent[key] = turns[-RECENT:]
         return turns[-limit:] if limit is not None else turns
 

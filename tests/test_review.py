@@ -354,14 +354,6 @@ def test_side_by_side_columns_keep_math_as_written(ip: TestingShell, server: Ami
 # -- background cells ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a --bg answer that ends after a later cell's exchange is listed after it: %amigo "
-    "history, exports (and the panel's transcript) go by write order, so the transcript reads "
-    "'first question, second question, second answer, first answer' — requests pair them by "
-    "reply_to, the transcript does not (store.load order / export.to_markdown / "
-    "render.transcript)",
-)
 def test_a_background_answer_is_listed_under_its_own_question(
     kernel: Kernel, server: AmigoServer, tmp_path: Path
 ) -> None:

@@ -85,6 +85,22 @@ def test_rerun_cell_replaces_its_exchange(db: SQLiteStore) -> None:
     ]  # fmt: skip
 
 
+def test_an_answer_written_after_a_later_exchange_loads_under_its_own_question(
+    db: SQLiteStore,
+) -> None:
+    first, second = Turn("user", "first question"), Turn("user", "second question")
+    for turn in (
+        first,
+        second,
+        Turn("assistant", "second answer", reply_to=second.uid),
+        Turn("assistant", "first answer", reply_to=first.uid),  # a --bg answer, ended last
+    ):
+        db.add("nb.ipynb", "default", turn)
+    assert [t.content for t in db.load("nb.ipynb", "default")] == [
+        "first question", "first answer", "second question", "second answer",
+    ]  # fmt: skip
+
+
 def test_load_limit_gives_the_newest(db: SQLiteStore) -> None:
     for i in range(10):
         exchange(db, f"q{i}", f"a{i}")

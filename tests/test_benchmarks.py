@@ -37,3 +37,22 @@ def test_quick_run_prints_every_section() -> None:
         # every row has figures (min, median, max) or says why not
         assert (row[2] and row[4]) or row[3], row
     assert "targets met:" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_render_profile_runs_every_step() -> None:
+    """``python -m benchmarks.profile render`` names today's rendering steps (its ``escape``
+    step once named a function the rendering rewrite removed); a small answer, one process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile", "render-step", "noted", "20000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    from benchmarks import profile
+
+    for step in profile.RENDER_STEPS:
+        assert profile.render_step(step, 20_000) >= 0

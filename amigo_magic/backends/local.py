@@ -116,6 +116,7 @@ class LocalBackend:
             body = {
                 "messages": list(request.messages),
                 "stream": True,
+                "stream_options": {"include_usage": True},  # the exact counts, at the end
                 "temperature": params.temperature,
                 "top_p": params.top_p,
                 "max_tokens": params.max_tokens,

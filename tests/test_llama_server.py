@@ -148,7 +148,7 @@ def test_tokens_stream_from_llama_cpp(llama_url: str, keys: None, tmp_path: Path
                 kernel.interrupt()
 
         stopped = kernel.execute(
-            "%%amigo -m llama:smollm2 --max-tokens 400 --chat counting\n"
+            "%%amigo -m llama:smollm2 --max-tokens 400 --chat counting -t 0\n"
             "Count from 1 to 300, one number per line.",
             on_message=interrupt,
         )
